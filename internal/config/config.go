@@ -1,0 +1,350 @@
+// Package config loads mimoto's settings from defaults, an optional YAML file, the
+// MIMOTO_* environment and command-line flags (later sources win), and validates them
+// per subcommand. Every setting is declared once in the table below, which yields its
+// flag, its environment variable and its line in the README's reference.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/knadh/koanf/parsers/yaml"
+	"github.com/knadh/koanf/providers/confmap"
+	"github.com/knadh/koanf/providers/file"
+	"github.com/knadh/koanf/v2"
+)
+
+// Config is the validated configuration of one run.
+type Config struct {
+	PublicAddr string `koanf:"public_addr"`
+	AdminAddr  string `koanf:"admin_addr"`
+	PublicURL  string `koanf:"public_url"`
+	DataDir    string `koanf:"data_dir"`
+
+	Database struct {
+		URL      string        `koanf:"url"`
+		OwnerURL string        `koanf:"owner_url"`
+		MaxConns int           `koanf:"max_conns"`
+		Connect  time.Duration `koanf:"connect_timeout"`
+	} `koanf:"database"`
+
+	KEK     string `koanf:"kek"`
+	KEKFile string `koanf:"kek_file"`
+
+	TLS struct {
+		Mode          string   `koanf:"mode"`
+		CertFile      string   `koanf:"cert_file"`
+		KeyFile       string   `koanf:"key_file"`
+		ACMEDirectory string   `koanf:"acme_directory"`
+		ACMEEmail     string   `koanf:"acme_email"`
+		ACMEHosts     []string `koanf:"acme_hosts"`
+		ACMECacheDir  string   `koanf:"acme_cache_dir"`
+		HTTPAddr      string   `koanf:"http_addr"`
+	} `koanf:"tls"`
+
+	Log struct {
+		Level string `koanf:"level"`
+	} `koanf:"log"`
+}
+
+// Setting describes one configuration key.
+type Setting struct {
+	Key     string // dotted koanf key, e.g. "database.url"
+	Default string // as it would be typed; "" for none
+	Help    string
+	Secret  bool // never echoed in messages
+}
+
+// Flag is the command-line name of the setting: --database-url.
+func (s Setting) Flag() string { return strings.NewReplacer(".", "-", "_", "-").Replace(s.Key) }
+
+// Env is the environment name of the setting: MIMOTO_DATABASE_URL.
+func (s Setting) Env() string {
+	return "MIMOTO_" + strings.ToUpper(strings.NewReplacer(".", "_").Replace(s.Key))
+}
+
+// Settings is the one list of every setting mimoto reads.
+var Settings = []Setting{
+	{Key: "public_addr", Default: "127.0.0.1:8080", Help: "address of the public listener (OIDC, federation, portal)"},
+	{Key: "admin_addr", Default: "127.0.0.1:8081", Help: "address of the admin listener (/healthz, /readyz, /metrics); keep it private"},
+	{Key: "public_url", Help: "external base URL of the public listener, the OIDC issuer (https:// outside dev)"},
+	{Key: "data_dir", Default: ".data", Help: "directory for dev-mode state (generated keys, private PostgreSQL, credentials file)"},
+	{Key: "database.url", Help: "PostgreSQL URL the service connects with; its role must be mimoto_app (bound by row-level security)", Secret: true},
+	{Key: "database.owner_url", Help: "PostgreSQL URL of the schema owner, used by `mimoto migrate` only", Secret: true},
+	{Key: "database.max_conns", Default: "16", Help: "size of the shared connection pool"},
+	{Key: "database.connect_timeout", Default: "0s", Help: "give up if the database is unreachable this long at start (0: keep retrying)"},
+	{Key: "kek", Help: "key-encryption key: 32 bytes, base64 or hex (prefer kek_file)", Secret: true},
+	{Key: "kek_file", Help: "file holding the key-encryption key (mode 0600)"},
+	{Key: "tls.mode", Default: "files", Help: "files | acme | proxy (TLS terminated by a proxy in front) | off (dev only)"},
+	{Key: "tls.cert_file", Help: "PEM certificate chain for tls.mode=files (reloaded when it changes)"},
+	{Key: "tls.key_file", Help: "PEM private key for tls.mode=files"},
+	{Key: "tls.acme_directory", Default: "https://acme-v02.api.letsencrypt.org/directory", Help: "ACME directory URL for tls.mode=acme"},
+	{Key: "tls.acme_email", Help: "contact e-mail for the ACME account"},
+	{Key: "tls.acme_hosts", Help: "comma-separated host names the ACME certificate covers"},
+	{Key: "tls.acme_cache_dir", Help: "directory where ACME keys and certificates are kept"},
+	{Key: "tls.http_addr", Help: "optional plain-HTTP listener for ACME HTTP-01 challenges and redirects to https"},
+	{Key: "log.level", Default: "info", Help: "debug | info | warn | error"},
+}
+
+// Error is a configuration problem; main exits with status 2 on it.
+type Error struct {
+	Setting Setting
+	Problem string
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("%s (%s, --%s): %s", e.Setting.Key, e.Setting.Env(), e.Setting.Flag(), e.Problem)
+}
+
+// Errors lists every problem found, so an operator fixes them in one go.
+type Errors []error
+
+// Unwrap lets errors.As find each *Error.
+func (es Errors) Unwrap() []error { return es }
+
+func (es Errors) Error() string {
+	parts := make([]string, len(es))
+	for i, e := range es {
+		parts[i] = e.Error()
+	}
+	return strings.Join(parts, "\n")
+}
+
+// Mode is what the configuration is validated for.
+type Mode string
+
+const (
+	ModeServe   Mode = "serve"
+	ModeDev     Mode = "dev"
+	ModeMigrate Mode = "migrate"
+)
+
+// Flags registers one flag per setting (and --config) on fs. Call Load after fs.Parse.
+func Flags(fs *flag.FlagSet) {
+	fs.String("config", "", "optional YAML configuration file (also MIMOTO_CONFIG)")
+	for _, s := range Settings {
+		fs.String(s.Flag(), "", s.Help+defaultNote(s))
+	}
+}
+
+func defaultNote(s Setting) string {
+	if s.Default == "" {
+		return ""
+	}
+	return " (default " + s.Default + ")"
+}
+
+// Load merges the sources and validates the result for mode. Mode-specific defaults
+// (dev's TLS off, for example) are applied before the file, env and flags.
+func Load(mode Mode, fs *flag.FlagSet, environ []string) (*Config, error) {
+	k := koanf.New(".")
+	defaults := map[string]any{}
+	for _, s := range Settings {
+		if s.Default != "" {
+			defaults[s.Key] = s.Default
+		}
+	}
+	if mode == ModeDev {
+		defaults["tls.mode"] = "off"
+	}
+	_ = k.Load(confmap.Provider(defaults, "."), nil)
+
+	env := map[string]string{}
+	for _, kv := range environ {
+		if rest, ok := strings.CutPrefix(kv, "MIMOTO_"); ok {
+			n, v, _ := strings.Cut(rest, "=")
+			env["MIMOTO_"+n] = v
+		}
+	}
+	var errs Errors
+
+	path := env["MIMOTO_CONFIG"]
+	delete(env, "MIMOTO_CONFIG")
+	if f := fs.Lookup("config"); f != nil && f.Value.String() != "" {
+		path = f.Value.String()
+	}
+	if path != "" {
+		fk := koanf.New(".")
+		if err := fk.Load(file.Provider(path), yaml.Parser()); err != nil {
+			return nil, &Error{Setting: Setting{Key: "config"}, Problem: fmt.Sprintf("reading %s: %v", path, err)}
+		}
+		for _, key := range fk.Keys() {
+			if _, ok := lookup(key); !ok {
+				errs = append(errs, fmt.Errorf("config file %s: unknown setting %q", path, key))
+			}
+		}
+		_ = k.Merge(fk)
+	}
+
+	fromEnv := map[string]any{}
+	for name, val := range env {
+		s, ok := lookupEnv(name)
+		if !ok {
+			errs = append(errs, fmt.Errorf("environment: unknown setting %s", name))
+			continue
+		}
+		fromEnv[s.Key] = val
+	}
+	_ = k.Load(confmap.Provider(fromEnv, "."), nil)
+
+	fromFlags := map[string]any{}
+	fs.Visit(func(f *flag.Flag) {
+		for _, s := range Settings {
+			if s.Flag() == f.Name {
+				fromFlags[s.Key] = f.Value.String()
+			}
+		}
+	})
+	_ = k.Load(confmap.Provider(fromFlags, "."), nil)
+
+	var c Config
+	if err := k.UnmarshalWithConf("", &c, koanf.UnmarshalConf{Tag: "koanf", FlatPaths: false}); err != nil {
+		errs = append(errs, fmt.Errorf("configuration: %v", err))
+		return nil, errs
+	}
+	c.TLS.ACMEHosts = trimList(c.TLS.ACMEHosts)
+	errs = append(errs, c.validate(mode)...)
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	return &c, nil
+}
+
+// trimList accepts lists written "a, b" in env and flags as well as YAML lists.
+func trimList(in []string) []string {
+	var out []string
+	for _, item := range in {
+		for _, s := range strings.Split(item, ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				out = append(out, s)
+			}
+		}
+	}
+	return out
+}
+
+func lookup(key string) (Setting, bool) {
+	for _, s := range Settings {
+		if s.Key == key {
+			return s, true
+		}
+	}
+	return Setting{}, false
+}
+
+func lookupEnv(name string) (Setting, bool) {
+	for _, s := range Settings {
+		if s.Env() == name {
+			return s, true
+		}
+	}
+	return Setting{}, false
+}
+
+func problem(key, format string, args ...any) error {
+	s, _ := lookup(key)
+	return &Error{Setting: s, Problem: fmt.Sprintf(format, args...)}
+}
+
+func (c *Config) validate(mode Mode) []error {
+	var errs []error
+	for key, addr := range map[string]string{"public_addr": c.PublicAddr, "admin_addr": c.AdminAddr} {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			errs = append(errs, problem(key, "%q is not host:port", addr))
+		}
+	}
+	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.Log.Level) {
+		errs = append(errs, problem("log.level", "%q is not one of debug, info, warn, error", c.Log.Level))
+	}
+	if c.Database.MaxConns < 2 || c.Database.MaxConns > 1000 {
+		errs = append(errs, problem("database.max_conns", "%d is outside 2..1000", c.Database.MaxConns))
+	}
+	if c.Database.Connect < 0 {
+		errs = append(errs, problem("database.connect_timeout", "must not be negative"))
+	}
+
+	switch mode {
+	case ModeMigrate:
+		if c.Database.OwnerURL == "" {
+			errs = append(errs, problem("database.owner_url", "missing: migrations run as the schema owner, not as the service role"))
+		} else if err := checkPostgresURL(c.Database.OwnerURL); err != nil {
+			errs = append(errs, problem("database.owner_url", "%v", err))
+		}
+	case ModeServe:
+		if c.Database.URL == "" {
+			errs = append(errs, problem("database.url", "missing"))
+		} else if err := checkPostgresURL(c.Database.URL); err != nil {
+			errs = append(errs, problem("database.url", "%v", err))
+		}
+		switch {
+		case c.KEK == "" && c.KEKFile == "":
+			errs = append(errs, problem("kek_file", "missing: outside dev a key-encryption key is required (kek_file or kek)"))
+		case c.KEK != "" && c.KEKFile != "":
+			errs = append(errs, problem("kek", "set either kek or kek_file, not both"))
+		}
+		errs = append(errs, c.validateTLS()...)
+		if c.PublicURL == "" {
+			errs = append(errs, problem("public_url", "missing: the issuer URL apps and the federation see"))
+		} else if u, err := url.Parse(c.PublicURL); err != nil || u.Scheme != "https" || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+			errs = append(errs, problem("public_url", "%q must be an absolute https URL without query or fragment", c.PublicURL))
+		}
+	case ModeDev:
+		if c.TLS.Mode != "off" {
+			errs = append(errs, c.validateTLS()...)
+		}
+	}
+	return errs
+}
+
+func (c *Config) validateTLS() []error {
+	var errs []error
+	switch c.TLS.Mode {
+	case "files":
+		if c.TLS.CertFile == "" {
+			errs = append(errs, problem("tls.cert_file", "missing for tls.mode=files"))
+		} else if _, err := os.Stat(c.TLS.CertFile); err != nil {
+			errs = append(errs, problem("tls.cert_file", "%v", err))
+		}
+		if c.TLS.KeyFile == "" {
+			errs = append(errs, problem("tls.key_file", "missing for tls.mode=files"))
+		} else if _, err := os.Stat(c.TLS.KeyFile); err != nil {
+			errs = append(errs, problem("tls.key_file", "%v", err))
+		}
+	case "acme":
+		if len(c.TLS.ACMEHosts) == 0 {
+			errs = append(errs, problem("tls.acme_hosts", "missing for tls.mode=acme"))
+		}
+		if c.TLS.ACMECacheDir == "" {
+			errs = append(errs, problem("tls.acme_cache_dir", "missing for tls.mode=acme: without it every restart asks the CA again"))
+		}
+		if u, err := url.Parse(c.TLS.ACMEDirectory); err != nil || u.Scheme != "https" {
+			errs = append(errs, problem("tls.acme_directory", "%q must be an https URL", c.TLS.ACMEDirectory))
+		}
+	case "proxy":
+	case "off":
+		errs = append(errs, problem("tls.mode", "off is allowed only in `mimoto dev`; behind a TLS-terminating proxy use tls.mode=proxy"))
+	default:
+		errs = append(errs, problem("tls.mode", "%q is not one of files, acme, proxy", c.TLS.Mode))
+	}
+	if c.TLS.HTTPAddr != "" {
+		if _, _, err := net.SplitHostPort(c.TLS.HTTPAddr); err != nil {
+			errs = append(errs, problem("tls.http_addr", "%q is not host:port", c.TLS.HTTPAddr))
+		}
+	}
+	return errs
+}
+
+func checkPostgresURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") || u.Host == "" {
+		return errors.New("must be a postgres:// URL with a host (value not shown: it may hold a password)")
+	}
+	return nil
+}
