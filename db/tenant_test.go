@@ -35,7 +35,7 @@ func seedTenant(t *testing.T, d *db.DB, slug string) (tenantID, appID uuid.UUID)
 func count(t *testing.T, ctx context.Context, q bun.IDB, table string) int {
 	t.Helper()
 	var n int
-	if err := q.NewRaw("SELECT count(*) FROM " + table).Scan(ctx, &n); err != nil {
+	if err := q.NewRaw("SELECT count(*) FROM "+table).Scan(ctx, &n); err != nil {
 		t.Fatalf("counting %s: %v", table, err)
 	}
 	return n
