@@ -15,13 +15,13 @@ import (
 	"io/fs"
 	"net/url"
 	"os"
-	"runtime/debug"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river/riverdriver/riverdatabasesql"
+	"github.com/riverqueue/river/rivermigrate"
 
 	"github.com/azuma/mimoto/db"
 )
@@ -161,11 +161,10 @@ func schemaFingerprint() string {
 		h.Write(b)
 		return nil
 	})
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		for _, m := range bi.Deps {
-			if strings.HasPrefix(m.Path, "github.com/riverqueue/river") {
-				h.Write([]byte(m.Path + "@" + m.Version))
-			}
+	// River's own migrations, as this binary embeds them.
+	if rm, err := rivermigrate.New(riverdatabasesql.New(nil), nil); err == nil {
+		for _, m := range rm.AllVersions() {
+			fmt.Fprintf(h, "river:%d:%s", m.Version, m.SQLUp)
 		}
 	}
 	return hex.EncodeToString(h.Sum(nil))[:12]

@@ -188,9 +188,12 @@ CREATE POLICY maintenance ON portal_accounts TO mimoto_maintenance USING (true) 
 
 -- Privileges: the least each role needs.
 GRANT SELECT, INSERT, UPDATE, DELETE
-  ON tenants, apps, portal_accounts, tenant_memberships, tenant_keys,
+  ON tenants, apps, portal_accounts, tenant_memberships,
      login_transactions, login_events
   TO mimoto_app, mimoto_maintenance;
+-- Key rows are never deleted by the service: a shredded tenant keeps its destroyed
+-- rows, so a later Seal cannot silently mint a fresh key (tenant deletion cascades).
+GRANT SELECT, INSERT, UPDATE ON tenant_keys TO mimoto_app, mimoto_maintenance;
 GRANT SELECT, INSERT ON audit_events TO mimoto_app, mimoto_maintenance;
 GRANT EXECUTE ON FUNCTION mimoto_current_tenant(), mimoto_current_account()
   TO mimoto_app, mimoto_maintenance;

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -27,6 +28,7 @@ type Config struct {
 	AdminAddr  string `koanf:"admin_addr"`
 	PublicURL  string `koanf:"public_url"`
 	DataDir    string `koanf:"data_dir"`
+	DevDB      string `koanf:"dev_database"`
 
 	Database struct {
 		URL      string        `koanf:"url"`
@@ -76,6 +78,7 @@ var Settings = []Setting{
 	{Key: "admin_addr", Default: "127.0.0.1:8081", Help: "address of the admin listener (/healthz, /readyz, /metrics); keep it private"},
 	{Key: "public_url", Help: "external base URL of the public listener, the OIDC issuer (https:// outside dev)"},
 	{Key: "data_dir", Default: ".data", Help: "directory for dev-mode state (generated keys, private PostgreSQL, credentials file)"},
+	{Key: "dev_database", Default: "mimoto_dev", Help: "database `mimoto dev` creates and uses on the found PostgreSQL server"},
 	{Key: "database.url", Help: "PostgreSQL URL the service connects with; its role must be mimoto_app (bound by row-level security)", Secret: true},
 	{Key: "database.owner_url", Help: "PostgreSQL URL of the schema owner, used by `mimoto migrate` only", Secret: true},
 	{Key: "database.max_conns", Default: "16", Help: "size of the shared connection pool"},
@@ -296,6 +299,9 @@ func (c *Config) validate(mode Mode) []error {
 			errs = append(errs, problem("public_url", "%q must be an absolute https URL without query or fragment", c.PublicURL))
 		}
 	case ModeDev:
+		if !devDBNameRE.MatchString(c.DevDB) {
+			errs = append(errs, problem("dev_database", "%q is not a plain database name ([a-z_][a-z0-9_]*)", c.DevDB))
+		}
 		if c.TLS.Mode != "off" {
 			errs = append(errs, c.validateTLS()...)
 		}
@@ -340,6 +346,8 @@ func (c *Config) validateTLS() []error {
 	}
 	return errs
 }
+
+var devDBNameRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
 
 func checkPostgresURL(raw string) error {
 	u, err := url.Parse(raw)

@@ -1,0 +1,38 @@
+# mimoto — see README.md. `make run` starts the whole system in dev mode on loopback;
+# `make test` runs vet and every test against a real PostgreSQL.
+GO       ?= go
+BIN      ?= bin/mimoto
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT   ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+LDFLAGS  := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+# Finds PostgreSQL (DATABASE_URL, else 127.0.0.1:5432, else a private server under .data/).
+PG_URL    = $$($(BIN) dev-postgres)
+
+.PHONY: all build run test vet fmt bench generate clean
+
+all: build
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/mimoto
+
+run: build
+	$(BIN) dev
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1)
+
+test: build vet
+	DATABASE_URL="$(PG_URL)" $(GO) test -race -count=1 ./...
+
+bench: build
+	DATABASE_URL="$(PG_URL)" $(GO) test -run '^$$' -bench . -benchmem -count=1 ./...
+
+generate:
+	$(GO) generate ./...
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+clean:
+	rm -rf bin

@@ -1,0 +1,194 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"path/filepath"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/azuma/mimoto/db"
+	"github.com/azuma/mimoto/internal/config"
+	"github.com/azuma/mimoto/internal/devpg"
+)
+
+// runDev is the newcomer's start (`make run`): it finds or starts PostgreSQL, creates
+// and migrates the dev database, generates a key-encryption key, seeds the demo
+// tenant, app and portal user, writes .data/dev-credentials.json and serves on
+// loopback without TLS.
+func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg, err := loadConfig("dev", config.ModeDev, args, stderr)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg, stderr)
+	dataDir, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return fmt.Errorf("creating %s: %w", dataDir, err)
+	}
+
+	pg, err := devpg.Ensure(ctx, devpg.Options{DataDir: filepath.Join(dataDir, "postgres"), EnvURL: os.Getenv("DATABASE_URL"), Logger: log})
+	if err != nil {
+		return err
+	}
+	ownerURL, appURL, err := ensureDevDatabase(ctx, pg.URL, cfg.DevDB)
+	if err != nil {
+		return err
+	}
+	if _, err := db.Migrate(ctx, ownerURL, log); err != nil {
+		return err
+	}
+
+	if cfg.KEK == "" && cfg.KEKFile == "" {
+		cfg.KEKFile = filepath.Join(dataDir, "kek")
+		if err := ensureDevKEK(cfg.KEKFile); err != nil {
+			return err
+		}
+	}
+	kek, err := loadKEK(cfg)
+	if err != nil {
+		return err
+	}
+
+	database, err := db.Open(ctx, appURL, db.Options{MaxConns: 4, ApplicationName: "mimoto-dev-seed"})
+	if err != nil {
+		return err
+	}
+	seed, err := seedDemo(ctx, database)
+	database.Close()
+	if err != nil {
+		return fmt.Errorf("seeding demo data: %w", err)
+	}
+
+	credsPath := filepath.Join(dataDir, "dev-credentials.json")
+	return runService(ctx, service{
+		cfg: cfg, log: log, kek: kek, databaseURL: appURL,
+		onListening: func(public, admin string) {
+			creds := devCredentials{
+				Issuer:      "http://" + public,
+				AdminURL:    "http://" + admin,
+				DatabaseURL: appURL,
+				Tenant:      devTenant{ID: seed.TenantID.String(), Name: seed.TenantName},
+				App:         devApp{ClientID: seed.ClientID},
+				PortalUser:  devPortalUser{Email: seed.Email, Password: seed.Password},
+			}
+			if err := writeCredentials(credsPath, creds); err != nil {
+				log.Error("writing dev credentials", "path", credsPath, "error", err.Error())
+				return
+			}
+			fmt.Fprintf(stdout, "\nmimoto dev is running (PostgreSQL: %s)\n  public  %s  (try %s/healthz)\n  admin   %s  (/readyz, /metrics)\n  credentials for the demo tenant, app and portal user: %s\n\n",
+				pg.Source, creds.Issuer, creds.Issuer, creds.AdminURL, credsPath)
+		},
+	})
+}
+
+// ensureDevDatabase creates the dev database on the found server and returns the
+// owner URL (the superuser, for migrations) and the service URL (mimoto_app).
+func ensureDevDatabase(ctx context.Context, serverURL, devDatabase string) (ownerURL, appURL string, err error) {
+	conn, err := pgx.Connect(ctx, serverURL)
+	if err != nil {
+		return "", "", fmt.Errorf("connecting to PostgreSQL: %w", err)
+	}
+	defer conn.Close(ctx)
+	var exists bool
+	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, devDatabase).Scan(&exists); err != nil {
+		return "", "", err
+	}
+	if !exists {
+		if _, err := conn.Exec(ctx, `CREATE DATABASE `+devDatabase); err != nil {
+			return "", "", fmt.Errorf("creating database %s: %w", devDatabase, err)
+		}
+	}
+	u, err := url.Parse(serverURL)
+	if err != nil {
+		return "", "", errors.New("DATABASE_URL is not a postgres:// URL")
+	}
+	u.Path = "/" + devDatabase
+	ownerURL = u.String()
+	// Dev servers trust local connections, so the service role needs no password.
+	u.User = url.User(db.AppRole)
+	return ownerURL, u.String(), nil
+}
+
+// ensureDevKEK generates a random 256-bit key-encryption key once; later runs reuse
+// it so the dev database stays readable.
+func ensureDevKEK(path string) error {
+	if _, err := os.Stat(path); err == nil {
+		return nil
+	}
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return err
+	}
+	return os.WriteFile(path, []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600)
+}
+
+// devCredentials is .data/dev-credentials.json; its keys are fixed by DESIGN.md, and
+// keys of features that do not exist yet are left out.
+type devCredentials struct {
+	Issuer      string        `json:"issuer"`
+	AdminURL    string        `json:"admin_url"`
+	DatabaseURL string        `json:"database_url"`
+	Tenant      devTenant     `json:"tenant"`
+	App         devApp        `json:"app"`
+	PortalUser  devPortalUser `json:"portal_user"`
+}
+
+type devTenant struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+}
+
+type devApp struct {
+	ClientID string `json:"client_id"`
+}
+
+type devPortalUser struct {
+	Email    string `json:"email"`
+	Password string `json:"password"`
+}
+
+func writeCredentials(path string, c devCredentials) error {
+	b, err := json.MarshalIndent(c, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+func runDevPostgres(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("mimoto dev-postgres", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dataDir := fs.String("data-dir", ".data", "directory under which a private server is kept (in postgres/)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err}
+	}
+	abs, err := filepath.Abs(*dataDir)
+	if err != nil {
+		return err
+	}
+	pg, err := devpg.Ensure(ctx, devpg.Options{DataDir: filepath.Join(abs, "postgres"), EnvURL: os.Getenv("DATABASE_URL")})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, pg.URL)
+	return nil
+}

@@ -1,0 +1,328 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/azuma/mimoto/db/dbtest"
+	"github.com/azuma/mimoto/internal/password"
+)
+
+// syncBuffer is an io.Writer safe for the concurrent writes of a running service.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
+}
+
+func testKEK() string { return base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32)) }
+
+// clearMimotoEnv keeps a developer's MIMOTO_* variables out of the tests.
+func clearMimotoEnv(t *testing.T) {
+	for _, kv := range os.Environ() {
+		if name, _, _ := strings.Cut(kv, "="); strings.HasPrefix(name, "MIMOTO_") {
+			t.Setenv(name, "")
+			os.Unsetenv(name)
+		}
+	}
+}
+
+func TestUsageAndConfigErrorsExit2(t *testing.T) {
+	clearMimotoEnv(t)
+	ctx := context.Background()
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{nil, "usage: mimoto"},
+		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
+		{[]string{"serve"}, "kek_file (MIMOTO_KEK_FILE, --kek-file): missing"},
+		{[]string{"serve", "--tls-mode=off"}, "off is allowed only in `mimoto dev`"},
+		{[]string{"migrate"}, "database.owner_url"},
+		{[]string{"serve", "--no-such-flag"}, "no-such-flag"},
+		{[]string{"serve", "--kek=c2hvcnQ=", "--tls-mode=proxy", "--public-url=https://x.example", "--database-url=postgres://u@h/d"}, "kek"},
+	}
+	for _, c := range cases {
+		var stderr bytes.Buffer
+		code := run(ctx, c.args, io.Discard, &stderr)
+		if code != exitUsage {
+			t.Errorf("%v: exit %d, want 2; stderr:\n%s", c.args, code, stderr.String())
+		}
+		if !strings.Contains(stderr.String(), c.want) {
+			t.Errorf("%v: stderr does not mention %q:\n%s", c.args, c.want, stderr.String())
+		}
+	}
+}
+
+func TestVersionListsModules(t *testing.T) {
+	var out bytes.Buffer
+	if code := run(context.Background(), []string{"version"}, &out, io.Discard); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	for _, want := range []string{"mimoto dev", "commit ", "go1.", "modules:"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("version output lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+func get(url string) (int, string) {
+	c := http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func waitFor(t *testing.T, what string, timeout time.Duration, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if ok() {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+// forward accepts on l and pipes each connection to target: a stand-in network path
+// to PostgreSQL that the test opens only when it wants the database "up".
+func forward(t *testing.T, l net.Listener, target string) {
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				u, err := net.Dial("tcp", target)
+				if err != nil {
+					return
+				}
+				defer u.Close()
+				go func() { _, _ = io.Copy(u, c) }()
+				_, _ = io.Copy(c, u)
+			}()
+		}
+	}()
+}
+
+type runningService struct {
+	cancel context.CancelFunc
+	done   chan int
+	stderr *syncBuffer
+}
+
+func startCommand(t *testing.T, args ...string) *runningService {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	rs := &runningService{cancel: cancel, done: make(chan int, 1), stderr: &syncBuffer{}}
+	go func() { rs.done <- run(ctx, args, io.Discard, rs.stderr) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-rs.done:
+		case <-time.After(20 * time.Second):
+			t.Error("service did not stop")
+		}
+	})
+	return rs
+}
+
+func serveArgs(public, admin, dbURL string) []string {
+	return []string{"serve", "--public-addr", public, "--admin-addr", admin, "--tls-mode=proxy",
+		"--public-url=https://login.example.test", "--kek", testKEK(), "--database-url", dbURL}
+}
+
+func TestServeWaitsForDatabaseThenBecomesReady(t *testing.T) {
+	clearMimotoEnv(t)
+	d := dbtest.New(t)
+	dbAddr := freeAddr(t) // nothing listens here yet: the database is "down"
+	appURL := strings.Replace(d.AppURL, hostPort(t, d.AppURL), dbAddr, 1)
+	public, admin := freeAddr(t), freeAddr(t)
+	rs := startCommand(t, serveArgs(public, admin, appURL)...)
+
+	waitFor(t, "healthz", 10*time.Second, func() bool { c, _ := get("http://" + public + "/healthz"); return c == 200 })
+	if c, body := get("http://" + admin + "/readyz"); c != http.StatusServiceUnavailable || !strings.Contains(body, "database") {
+		t.Fatalf("readyz with the database down = %d %s", c, body)
+	}
+	waitFor(t, "a logged retry", 10*time.Second, func() bool { return strings.Contains(rs.stderr.String(), "retrying") })
+
+	l, err := net.Listen("tcp", dbAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	forward(t, l, hostPort(t, d.AppURL))
+	waitFor(t, "readyz 200", 30*time.Second, func() bool { c, _ := get("http://" + public + "/readyz"); return c == 200 })
+
+	// Security headers and the metrics endpoint on the admin listener.
+	resp, err := http.Get("http://" + public + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	for _, h := range []string{"Strict-Transport-Security", "Content-Security-Policy", "X-Content-Type-Options", "X-Frame-Options"} {
+		if resp.Header.Get(h) == "" {
+			t.Errorf("missing header %s", h)
+		}
+	}
+	if c, body := get("http://" + admin + "/metrics"); c != 200 || !strings.Contains(body, "mimoto_build_info") || !strings.Contains(body, "mimoto_db_pool_connections") {
+		t.Errorf("metrics = %d, lacks mimoto metrics", c)
+	}
+	if c, _ := get("http://" + public + "/metrics"); c != http.StatusNotFound {
+		t.Errorf("metrics exposed on the public listener: %d", c)
+	}
+	if c, body := get("http://" + public + "/no/such/thing"); c != http.StatusNotFound || !strings.Contains(body, "not_found") {
+		t.Errorf("unknown path = %d %s", c, body)
+	}
+}
+
+func TestServeRefusesOlderSchema(t *testing.T) {
+	clearMimotoEnv(t)
+	d := dbtest.New(t)
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, d.OwnerURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, `DELETE FROM bun_migrations WHERE id = (SELECT max(id) FROM bun_migrations)`); err != nil {
+		t.Fatal(err)
+	}
+	rs := startCommand(t, serveArgs(freeAddr(t), freeAddr(t), d.AppURL)...)
+	select {
+	case code := <-rs.done:
+		rs.done <- code
+		if code != exitFailure || !strings.Contains(rs.stderr.String(), "run `mimoto migrate`") {
+			t.Fatalf("exit %d, stderr:\n%s", code, rs.stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("serve kept running on an older schema")
+	}
+}
+
+func TestServeRefusesSuperuser(t *testing.T) {
+	clearMimotoEnv(t)
+	d := dbtest.New(t)
+	rs := startCommand(t, serveArgs(freeAddr(t), freeAddr(t), d.OwnerURL)...)
+	select {
+	case code := <-rs.done:
+		rs.done <- code
+		if code != exitFailure || !strings.Contains(rs.stderr.String(), "superuser") {
+			t.Fatalf("exit %d, stderr:\n%s", code, rs.stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("serve accepted a superuser connection")
+	}
+}
+
+func TestDevSeedsAndServes(t *testing.T) {
+	clearMimotoEnv(t)
+	dataDir := t.TempDir()
+	dbName := fmt.Sprintf("mimoto_devtest_%d", time.Now().UnixNano()%1e9)
+	t.Setenv("DATABASE_URL", dbtest.AdminURL())
+	t.Cleanup(func() {
+		ctx := context.Background()
+		if c, err := pgx.Connect(ctx, dbtest.AdminURL()); err == nil {
+			_, _ = c.Exec(ctx, "DROP DATABASE IF EXISTS "+dbName+" WITH (FORCE)")
+			c.Close(ctx)
+		}
+	})
+	public, admin := freeAddr(t), freeAddr(t)
+	rs := startCommand(t, "dev", "--data-dir", dataDir, "--dev-database", dbName, "--public-addr", public, "--admin-addr", admin)
+
+	credsPath := filepath.Join(dataDir, "dev-credentials.json")
+	waitFor(t, "credentials file", 60*time.Second, func() bool { _, err := os.Stat(credsPath); return err == nil })
+	waitFor(t, "readyz 200", 30*time.Second, func() bool { c, _ := get("http://" + public + "/readyz"); return c == 200 })
+	if c, _ := get("http://" + public + "/healthz"); c != 200 {
+		t.Fatalf("healthz %d", c)
+	}
+
+	raw, err := os.ReadFile(credsPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Stat(credsPath); fi.Mode().Perm() != 0o600 {
+		t.Errorf("credentials file mode %v, want 0600", fi.Mode().Perm())
+	}
+	var creds map[string]any
+	if err := json.Unmarshal(raw, &creds); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"issuer", "admin_url", "database_url", "tenant", "app", "portal_user"} {
+		if _, ok := creds[k]; !ok {
+			t.Errorf("credentials lack %q", k)
+		}
+	}
+	if creds["issuer"] != "http://"+public {
+		t.Errorf("issuer %v", creds["issuer"])
+	}
+	user := creds["portal_user"].(map[string]any)
+
+	// The seeded password is stored only as an argon2id hash that verifies.
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, strings.Replace(creds["database_url"].(string), "mimoto_app@", "postgres@", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var hash string
+	if err := conn.QueryRow(ctx, `SELECT password_hash FROM portal_accounts WHERE email = $1`, user["email"]).Scan(&hash); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := password.Verify(user["password"].(string), hash); err != nil || !ok {
+		t.Fatalf("seeded password does not verify: %v", err)
+	}
+	if strings.Contains(rs.stderr.String(), user["password"].(string)) {
+		t.Fatal("the dev password reached the log")
+	}
+}
+
+func hostPort(t *testing.T, raw string) string {
+	t.Helper()
+	i := strings.Index(raw, "@")
+	rest := raw[i+1:]
+	return rest[:strings.IndexAny(rest, "/?")]
+}

@@ -1,0 +1,74 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+
+	"github.com/google/uuid"
+	"github.com/uptrace/bun"
+
+	"github.com/azuma/mimoto/db"
+	"github.com/azuma/mimoto/internal/password"
+)
+
+type demoSeed struct {
+	TenantID   uuid.UUID
+	TenantName string
+	ClientID   string
+	Email      string
+	Password   string
+}
+
+// seedDemo creates (or finds) the demo tenant, app and owner account. It is platform
+// work across tenants, so it runs on the audited maintenance path. The portal
+// password is new on every start: only its hash is stored, and the credentials file
+// carries the plaintext for the newcomer.
+func seedDemo(ctx context.Context, d *db.DB) (demoSeed, error) {
+	s := demoSeed{TenantName: "Demo Praxis GmbH", ClientID: "demo-app", Email: "owner@demo.mimoto.test"}
+	s.Password = devPassword()
+	hash, err := password.Hash(s.Password)
+	if err != nil {
+		return s, err
+	}
+	task := db.MaintenanceTask{Name: "dev.seed", Actor: "mimoto-dev"}
+	err = d.Maintenance(ctx, task, func(ctx context.Context, tx bun.Tx) error {
+		if err := tx.NewRaw(`
+			INSERT INTO tenants (name, slug, status) VALUES (?, 'demo', 'active')
+			ON CONFLICT (slug) DO UPDATE SET name = EXCLUDED.name
+			RETURNING id`, s.TenantName).Scan(ctx, &s.TenantID); err != nil {
+			return fmt.Errorf("tenant: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, `
+			INSERT INTO apps (tenant_id, name, client_id, scopes) VALUES (?, 'Demo-App', ?, '{openid}')
+			ON CONFLICT (client_id) DO NOTHING`, s.TenantID, s.ClientID); err != nil {
+			return fmt.Errorf("app: %w", err)
+		}
+		var accountID uuid.UUID
+		if err := tx.NewRaw(`
+			INSERT INTO portal_accounts (email, display_name, password_hash) VALUES (?, 'Demo Owner', ?)
+			ON CONFLICT (email) DO UPDATE SET password_hash = EXCLUDED.password_hash, updated_at = now()
+			RETURNING id`, s.Email, hash).Scan(ctx, &accountID); err != nil {
+			return fmt.Errorf("portal account: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, `
+			INSERT INTO tenant_memberships (tenant_id, account_id, role) VALUES (?, ?, 'owner')
+			ON CONFLICT DO NOTHING`, s.TenantID, accountID); err != nil {
+			return fmt.Errorf("membership: %w", err)
+		}
+		return nil
+	})
+	return s, err
+}
+
+// devPassword meets the portal's password policy (upper, lower, digit, special).
+func devPassword() string {
+	const alphabet = "abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	out := make([]byte, len(b))
+	for i, c := range b {
+		out[i] = alphabet[int(c)%len(alphabet)]
+	}
+	return "Dev-" + string(out) + "-7a"
+}
