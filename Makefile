@@ -8,7 +8,9 @@ LDFLAGS  := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 # Finds PostgreSQL (DATABASE_URL, else 127.0.0.1:5432, else a private server under .data/).
 PG_URL    = $$($(BIN) dev-postgres)
 
-.PHONY: all build run test vet fmt bench generate clean
+NODE_RP  := oidc/conformance/node
+
+.PHONY: all build run test vet fmt bench generate clean node-deps
 
 all: build
 
@@ -22,7 +24,13 @@ vet:
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1)
 
-test: build vet
+# The independent relying party (npm openid-client) that the provider tests run.
+node-deps: $(NODE_RP)/node_modules/.package-lock.json
+
+$(NODE_RP)/node_modules/.package-lock.json: $(NODE_RP)/package-lock.json
+	npm ci --prefix $(NODE_RP) --no-audit --no-fund
+
+test: build vet node-deps
 	DATABASE_URL="$(PG_URL)" $(GO) test -race -count=1 ./...
 
 bench: build

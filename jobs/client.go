@@ -5,7 +5,6 @@
 package jobs
 
 import (
-	"context"
 	"database/sql"
 	"fmt"
 	"log/slog"
@@ -53,12 +52,4 @@ func NewClient(d *db.DB, opts Options) (*Client, error) {
 		return nil, fmt.Errorf("river client: %w", err)
 	}
 	return c, nil
-}
-
-// Start runs the workers until ctx ends; it is a no-op for an insert-only client.
-func Start(ctx context.Context, c *Client, hasWorkers bool) error {
-	if !hasWorkers {
-		return nil
-	}
-	return c.Start(ctx)
 }

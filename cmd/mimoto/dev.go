@@ -65,7 +65,11 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	seed, err := seedDemo(ctx, database)
+	secrets, err := newSecretHasher(kek)
+	if err != nil {
+		return err
+	}
+	seed, err := seedDemo(ctx, database, secrets)
 	database.Close()
 	if err != nil {
 		return fmt.Errorf("seeding demo data: %w", err)
@@ -73,14 +77,14 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 	credsPath := filepath.Join(dataDir, "dev-credentials.json")
 	return runService(ctx, service{
-		cfg: cfg, log: log, kek: kek, databaseURL: appURL,
+		cfg: cfg, log: log, kek: kek, databaseURL: appURL, issuer: "http://" + cfg.PublicAddr,
 		onListening: func(public, admin string) {
 			creds := devCredentials{
 				Issuer:      "http://" + public,
 				AdminURL:    "http://" + admin,
 				DatabaseURL: appURL,
 				Tenant:      devTenant{ID: seed.TenantID.String(), Name: seed.TenantName},
-				App:         devApp{ClientID: seed.ClientID},
+				App:         devApp{ClientID: seed.ClientID, ClientSecret: seed.ClientSecret, RedirectURI: seed.RedirectURI},
 				PortalUser:  devPortalUser{Email: seed.Email, Password: seed.Password},
 			}
 			if err := writeCredentials(credsPath, creds); err != nil {
@@ -151,7 +155,9 @@ type devTenant struct {
 }
 
 type devApp struct {
-	ClientID string `json:"client_id"`
+	ClientID     string `json:"client_id"`
+	ClientSecret string `json:"client_secret"`
+	RedirectURI  string `json:"redirect_uri"`
 }
 
 type devPortalUser struct {

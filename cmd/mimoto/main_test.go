@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -317,6 +318,46 @@ func TestDevSeedsAndServes(t *testing.T) {
 	}
 	if strings.Contains(rs.stderr.String(), user["password"].(string)) {
 		t.Fatal("the dev password reached the log")
+	}
+
+	// The OIDC provider is up for the demo app: discovery, JWKS (active + next key),
+	// PAR with the seeded secret; with no identity provider connected yet, the login
+	// ends in a clear OAuth error at the app's redirect URI.
+	issuer := creds["issuer"].(string)
+	if c, body := get(issuer + "/.well-known/openid-configuration"); c != 200 || !strings.Contains(body, `"issuer":"`+issuer+`"`) {
+		t.Fatalf("discovery: %d %s", c, body)
+	}
+	var jwks struct{ Keys []map[string]any }
+	_, body := get(issuer + "/jwks")
+	if err := json.Unmarshal([]byte(body), &jwks); err != nil || len(jwks.Keys) < 2 {
+		t.Fatalf("jwks: %s", body)
+	}
+	app := creds["app"].(map[string]any)
+	form := url.Values{"response_type": {"code"}, "redirect_uri": {app["redirect_uri"].(string)}, "scope": {"openid"},
+		"state": {"state-123456789"}, "nonce": {"nonce-123456789"}, "code_challenge_method": {"S256"},
+		"code_challenge": {"E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"}}
+	req, _ := http.NewRequest(http.MethodPost, issuer+"/par", strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth(app["client_id"].(string), app["client_secret"].(string))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var par map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&par)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("PAR with the seeded secret: %d %v", resp.StatusCode, par)
+	}
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err = noRedirect.Get(issuer + "/authorize?" + url.Values{"client_id": {app["client_id"].(string)}, "request_uri": {par["request_uri"].(string)}}.Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	loc, _ := url.Parse(resp.Header.Get("Location"))
+	if loc == nil || loc.Query().Get("error") != "temporarily_unavailable" || loc.Query().Get("state") != "state-123456789" {
+		t.Fatalf("login without identity provider: %d %s", resp.StatusCode, resp.Header.Get("Location"))
 	}
 }
 

@@ -7,28 +7,38 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect/pgdialect"
 
 	"github.com/azuma/mimoto/db"
 	"github.com/azuma/mimoto/internal/password"
+	"github.com/azuma/mimoto/oidc/provider"
+	"github.com/azuma/mimoto/oidc/telematik"
 )
 
 type demoSeed struct {
-	TenantID   uuid.UUID
-	TenantName string
-	ClientID   string
-	Email      string
-	Password   string
+	TenantID     uuid.UUID
+	TenantName   string
+	ClientID     string
+	ClientSecret string
+	RedirectURI  string
+	Email        string
+	Password     string
 }
 
 // seedDemo creates (or finds) the demo tenant, app and owner account. It is platform
 // work across tenants, so it runs on the audited maintenance path. The portal
 // password is new on every start: only its hash is stored, and the credentials file
 // carries the plaintext for the newcomer.
-func seedDemo(ctx context.Context, d *db.DB) (demoSeed, error) {
-	s := demoSeed{TenantName: "Demo Praxis GmbH", ClientID: "demo-app", Email: "owner@demo.mimoto.test"}
+func seedDemo(ctx context.Context, d *db.DB, secrets *provider.SecretHasher) (demoSeed, error) {
+	s := demoSeed{TenantName: "Demo Praxis GmbH", ClientID: "demo-app", Email: "owner@demo.mimoto.test",
+		RedirectURI: "http://127.0.0.1:8082/callback"}
 	s.Password = devPassword()
 	hash, err := password.Hash(s.Password)
 	if err != nil {
+		return s, err
+	}
+	var secretHash []byte
+	if s.ClientSecret, secretHash, err = secrets.GenerateSecret(); err != nil {
 		return s, err
 	}
 	task := db.MaintenanceTask{Name: "dev.seed", Actor: "mimoto-dev"}
@@ -40,8 +50,12 @@ func seedDemo(ctx context.Context, d *db.DB) (demoSeed, error) {
 			return fmt.Errorf("tenant: %w", err)
 		}
 		if _, err := tx.ExecContext(ctx, `
-			INSERT INTO apps (tenant_id, name, client_id, scopes) VALUES (?, 'Demo-App', ?, '{openid}')
-			ON CONFLICT (client_id) DO NOTHING`, s.TenantID, s.ClientID); err != nil {
+			INSERT INTO apps (tenant_id, name, client_id, client_secret_hash, token_endpoint_auth_method, redirect_uris, scopes)
+			VALUES (?, 'Demo-App', ?, ?, 'client_secret_basic', ?, ?)
+			ON CONFLICT (client_id) DO UPDATE SET client_secret_hash = EXCLUDED.client_secret_hash,
+			  token_endpoint_auth_method = EXCLUDED.token_endpoint_auth_method,
+			  redirect_uris = EXCLUDED.redirect_uris, scopes = EXCLUDED.scopes, updated_at = now()`,
+			s.TenantID, s.ClientID, secretHash, pgdialect.Array([]string{s.RedirectURI}), pgdialect.Array(telematik.Scopes)); err != nil {
 			return fmt.Errorf("app: %w", err)
 		}
 		var accountID uuid.UUID

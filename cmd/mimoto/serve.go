@@ -34,7 +34,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return runService(ctx, service{cfg: cfg, log: log, kek: kek, databaseURL: cfg.Database.URL})
+	return runService(ctx, service{cfg: cfg, log: log, kek: kek, databaseURL: cfg.Database.URL, issuer: cfg.PublicURL})
 }
 
 func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
@@ -77,6 +77,7 @@ type service struct {
 	log         *slog.Logger
 	kek         *keyring.KEK
 	databaseURL string
+	issuer      string
 	// onListening, if set, is called once the listeners are bound.
 	onListening func(public, admin string)
 }
@@ -102,6 +103,11 @@ func runService(ctx context.Context, s service) error {
 	defer database.Close()
 	reg.MustRegister(newPoolCollector(database))
 
+	app, err := newAppServices(s, database)
+	if err != nil {
+		return err
+	}
+
 	var schemaOK atomic.Bool
 	ready := httpserver.NewReadiness(s.log)
 	ready.Add("database", database.Ping)
@@ -114,6 +120,7 @@ func runService(ctx context.Context, s service) error {
 
 	public := httpserver.NewPublicMux(ready)
 	public.HandleFunc("/", notFound)
+	app.provider.Mount(public)
 	srv, err := httpserver.New(httpserver.Config{
 		PublicAddr:    s.cfg.PublicAddr,
 		Public:        public,
@@ -141,6 +148,10 @@ func runService(ctx context.Context, s service) error {
 			fatal <- err
 			return
 		}
+		if err := app.start(ctx); err != nil {
+			fatal <- err
+			return
+		}
 		schemaOK.Store(true)
 		s.log.Info("ready")
 	}()
@@ -160,6 +171,7 @@ func runService(ctx context.Context, s service) error {
 	if err := srv.Shutdown(shutdownCtx); err != nil && runErr == nil {
 		runErr = err
 	}
+	app.stop(shutdownCtx)
 	return runErr
 }
 
@@ -212,4 +224,3 @@ func notFound(w http.ResponseWriter, _ *http.Request) {
 	w.WriteHeader(http.StatusNotFound)
 	_, _ = io.WriteString(w, `{"error":"not_found"}`+"\n")
 }
-

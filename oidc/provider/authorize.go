@@ -1,0 +1,286 @@
+package provider
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"html/template"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/google/uuid"
+	"github.com/hashicorp/go-retryablehttp"
+	"github.com/ory/fosite"
+	"github.com/uptrace/bun"
+)
+
+// authorize validates the app's authorization request (directly or through PAR),
+// opens a login transaction and hands the browser to the authenticator.
+func (p *Provider) authorize(w http.ResponseWriter, r *http.Request) {
+	ctx, _ := withScope(r.Context(), false)
+	// fosite reads a PAR session before it loads the client; bind the tenant first.
+	// An unknown client is left for fosite to report in the protocol's form.
+	_, _ = p.store.GetClient(ctx, r.FormValue("client_id"))
+	ar, err := p.oauth.NewAuthorizeRequest(ctx, r)
+	if err != nil {
+		p.authorizeError(ctx, w, r, ar, err)
+		return
+	}
+	c := ar.GetClient().(*Client)
+	if c.requiresPAR() && !strings.HasPrefix(r.FormValue("request_uri"), p.fcfg.PushedAuthorizeRequestURIPrefix) {
+		p.authorizeError(ctx, w, r, ar, fosite.ErrInvalidRequest.WithHint("This app must send its authorization requests through the pushed authorization request endpoint."))
+		return
+	}
+	if err := checkPKCE(ar.GetRequestForm()); err != nil {
+		p.authorizeError(ctx, w, r, ar, err)
+		return
+	}
+	if !ar.GetRequestedScopes().Has("openid") {
+		p.authorizeError(ctx, w, r, ar, fosite.ErrInvalidScope.WithHint("The scope openid is required."))
+		return
+	}
+	if ar.GetRequestForm().Get("nonce") == "" {
+		p.authorizeError(ctx, w, r, ar, fosite.ErrInvalidRequest.WithHint("A nonce is required."))
+		return
+	}
+	// The stored request must not point back to the (single-use) PAR session.
+	ar.GetRequestForm().Del("request_uri")
+
+	txID := uuid.New()
+	raw, err := json.Marshal(toStored(ar, false))
+	if err != nil {
+		p.authorizeError(ctx, w, r, ar, fosite.ErrServerError.WithWrap(err))
+		return
+	}
+	err = p.store.run(ctx, func(ctx context.Context, tx bun.Tx) error {
+		sealed, err := p.cfg.Ring.Seal(ctx, tx, c.TenantID, loginPlace(txID), raw)
+		if err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO login_transactions (id, tenant_id, app_id, state, sealed_payload, expires_at)
+			VALUES (?, ?, ?, 'started', ?, now() + ?::interval)`,
+			txID, c.TenantID, c.AppID, sealed, fmt.Sprintf("%d milliseconds", p.cfg.LoginLifespan.Milliseconds()))
+		return err
+	})
+	if err != nil {
+		p.authorizeError(ctx, w, r, ar, fosite.ErrServerError.WithWrap(err))
+		return
+	}
+	form := ar.GetRequestForm()
+	p.cfg.Authenticator.Begin(w, r, LoginRequest{
+		TransactionID: txID,
+		TenantID:      c.TenantID,
+		AppID:         c.AppID,
+		ClientID:      c.ID,
+		Scopes:        ar.GetRequestedScopes(),
+		ACRValues:     strings.Fields(form.Get("acr_values")),
+		LoginHint:     form.Get("login_hint"),
+		IDPHint:       form.Get("idp_hint"),
+		Prompt:        form.Get("prompt"),
+		UILocales:     form.Get("ui_locales"),
+	})
+}
+
+// checkPKCE refuses a request without an S256 code challenge, for every client.
+func checkPKCE(form url.Values) error {
+	switch {
+	case form.Get("code_challenge") == "":
+		return fosite.ErrInvalidRequest.WithHint("PKCE is required: send code_challenge with code_challenge_method=S256.")
+	case form.Get("code_challenge_method") != "S256":
+		return fosite.ErrInvalidRequest.WithHint("Only the PKCE code_challenge_method S256 is allowed.")
+	}
+	return nil
+}
+
+// Complete finishes a login transaction: it issues the authorization code with the
+// person's identity and redirects the browser back to the app.
+func (p *Provider) Complete(w http.ResponseWriter, r *http.Request, tenantID, txID uuid.UUID, id Identity) {
+	ctx, scope := withScope(r.Context(), false)
+	if err := scope.bindTenant(tenantID); err != nil {
+		p.errorPage(w, r, http.StatusBadRequest, "invalid_request", "")
+		return
+	}
+	ar, err := p.claimLogin(ctx, txID)
+	if err != nil {
+		p.logError(ctx, "completing login", err)
+		p.errorPage(w, r, http.StatusBadRequest, "invalid_request", "Der Anmeldevorgang ist abgelaufen oder wurde bereits abgeschlossen. / The login has expired or was already completed.")
+		return
+	}
+	if id.Subject == "" {
+		p.authorizeError(ctx, w, r, ar, fosite.ErrServerError.WithDebug("authenticator returned no subject"))
+		return
+	}
+	c := ar.GetClient().(*Client)
+	sess := newSession()
+	sess.TenantID, sess.AppID = c.TenantID, c.AppID
+	sess.Subject = id.Subject
+	sess.Claims.Subject = id.Subject
+	sess.Claims.Issuer = p.issuer
+	sess.Claims.AuthTime = id.AuthTime.UTC()
+	sess.Claims.RequestedAt = ar.GetRequestedAt()
+	sess.Claims.AuthenticationContextClassReference = id.ACR
+	sess.Claims.AuthenticationMethodsReferences = id.AMR
+	sess.Claims.Extra = id.Claims
+	sess.Headers.Extra = map[string]interface{}{"typ": "JWT"}
+	for _, s := range ar.GetRequestedScopes() {
+		ar.GrantScope(s)
+	}
+	resp, err := p.oauth.NewAuthorizeResponse(withLoginTx(ctx, txID), ar, sess)
+	if err != nil {
+		p.authorizeError(ctx, w, r, ar, err)
+		return
+	}
+	resp.AddParameter("iss", p.issuer)
+	p.oauth.WriteAuthorizeResponse(ctx, w, ar, resp)
+}
+
+// Fail ends a login transaction with an OAuth error for the app (for example
+// access_denied when the person cancels, or temporarily_unavailable).
+func (p *Provider) Fail(w http.ResponseWriter, r *http.Request, tenantID, txID uuid.UUID, rfcErr *fosite.RFC6749Error) {
+	ctx, scope := withScope(r.Context(), false)
+	if err := scope.bindTenant(tenantID); err != nil {
+		p.errorPage(w, r, http.StatusBadRequest, "invalid_request", "")
+		return
+	}
+	ar, err := p.claimLogin(ctx, txID)
+	if err != nil {
+		p.errorPage(w, r, http.StatusBadRequest, "invalid_request", "Der Anmeldevorgang ist abgelaufen oder wurde bereits abgeschlossen. / The login has expired or was already completed.")
+		return
+	}
+	_ = p.store.run(ctx, func(ctx context.Context, tx bun.Tx) error {
+		_, err := tx.ExecContext(ctx, `DELETE FROM login_transactions WHERE id = ?`, txID)
+		return err
+	})
+	p.authorizeError(ctx, w, r, ar, rfcErr)
+}
+
+// claimLogin moves a started, unexpired login transaction to "authenticated" (so it
+// completes at most once) and returns its authorization request.
+func (p *Provider) claimLogin(ctx context.Context, txID uuid.UUID) (fosite.AuthorizeRequester, error) {
+	var (
+		payload []byte
+		tenant  uuid.UUID
+	)
+	err := p.store.run(ctx, func(ctx context.Context, tx bun.Tx) error {
+		err := tx.NewRaw(`UPDATE login_transactions SET state = 'authenticated'
+			WHERE id = ? AND state = 'started' AND expires_at > now()
+			RETURNING tenant_id, sealed_payload`, txID).Scan(ctx, &tenant, &payload)
+		if err != nil {
+			return err
+		}
+		payload, err = p.cfg.Ring.Open(ctx, tx, tenant, loginPlace(txID), payload)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("login transaction: %w", err)
+	}
+	var sr storedRequest
+	if err := json.Unmarshal(payload, &sr); err != nil {
+		return nil, err
+	}
+	c, err := p.store.GetClient(ctx, sr.ClientID)
+	if err != nil {
+		return nil, err
+	}
+	req, err := sr.toRequest(c)
+	if err != nil {
+		return nil, err
+	}
+	ar, ok := req.(fosite.AuthorizeRequester)
+	if !ok {
+		return nil, errors.New("login transaction holds no authorization request")
+	}
+	return ar, nil
+}
+
+// authorizeError redirects to the app when its redirect URI was validated (with
+// state and, per RFC 9207, iss); otherwise it shows an error page to the person and
+// never redirects to an unverified URI.
+func (p *Provider) authorizeError(ctx context.Context, w http.ResponseWriter, r *http.Request, ar fosite.AuthorizeRequester, err error) {
+	p.logError(ctx, "authorization request refused", err)
+	rfc := fosite.ErrorToRFC6749Error(err)
+	if ar == nil || !ar.IsRedirectURIValid() {
+		p.errorPage(w, r, rfc.CodeField, rfc.ErrorField, rfc.GetDescription())
+		return
+	}
+	p.oauth.WriteAuthorizeError(ctx, &issWriter{ResponseWriter: w, issuer: p.issuer}, ar, err)
+}
+
+// issWriter adds the iss parameter (RFC 9207) to fosite's error redirects.
+type issWriter struct {
+	http.ResponseWriter
+	issuer string
+}
+
+func (iw *issWriter) WriteHeader(code int) {
+	if loc := iw.Header().Get("Location"); loc != "" && code >= 300 && code < 400 {
+		if u, err := url.Parse(loc); err == nil {
+			q := u.Query()
+			q.Set("iss", iw.issuer)
+			u.RawQuery = q.Encode()
+			iw.Header().Set("Location", u.String())
+		}
+	}
+	iw.ResponseWriter.WriteHeader(code)
+}
+
+var errorTemplate = template.Must(template.New("error").Parse(`<!doctype html>
+<html lang="de"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Anmeldung nicht möglich – Login not possible</title>
+<style>body{font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;color:#1d2433}
+h1{font-size:1.4rem}code{background:#f1f3f7;padding:.1rem .3rem;border-radius:3px}p.en{color:#555}</style></head>
+<body><h1>Anmeldung nicht möglich</h1>
+<p>Die Anfrage der App konnte nicht bearbeitet werden. Bitte kehren Sie zur App zurück und versuchen Sie es erneut.</p>
+<p class="en">Login not possible: the app's request could not be processed. Please return to the app and try again.</p>
+<p>Fehlercode / error: <code>{{.Code}}</code></p>{{if .Description}}<p>{{.Description}}</p>{{end}}
+</body></html>`))
+
+func (p *Provider) errorPage(w http.ResponseWriter, _ *http.Request, status int, code, description string) {
+	if status < 400 || status > 599 {
+		status = http.StatusBadRequest
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = errorTemplate.Execute(w, struct{ Code, Description string }{code, description})
+}
+
+// par is the pushed authorization request endpoint (RFC 9126).
+func (p *Provider) par(w http.ResponseWriter, r *http.Request) {
+	ctx, _ := withScope(r.Context(), false)
+	ar, err := p.oauth.NewPushedAuthorizeRequest(ctx, r)
+	if err != nil {
+		err = clientAuthError(err)
+	} else {
+		err = checkPKCE(ar.GetRequestForm())
+	}
+	if err != nil {
+		p.logError(ctx, "pushed authorization request refused", err)
+		p.oauth.WritePushedAuthorizeError(ctx, w, ar, err)
+		return
+	}
+	resp, err := p.oauth.NewPushedAuthorizeResponse(ctx, ar, newSession())
+	if err != nil {
+		p.logError(ctx, "pushed authorization request failed", err)
+		p.oauth.WritePushedAuthorizeError(ctx, w, ar, err)
+		return
+	}
+	p.oauth.WritePushedAuthorizeResponse(ctx, w, ar, resp)
+}
+
+func retryableClient(c *http.Client) *retryablehttp.Client {
+	rc := retryablehttp.NewClient()
+	rc.HTTPClient = c
+	rc.RetryMax = 1
+	rc.Logger = nil
+	return rc
+}
+
+func writeJSONError(w http.ResponseWriter, status int, code, description string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": code, "error_description": description})
+}

@@ -1,0 +1,442 @@
+package provider
+
+import (
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/ory/fosite"
+	"github.com/ory/fosite/handler/oauth2"
+	"github.com/ory/fosite/handler/openid"
+	"github.com/ory/fosite/handler/pkce"
+	"github.com/uptrace/bun"
+
+	"github.com/azuma/mimoto/db"
+	"github.com/azuma/mimoto/db/keyring"
+)
+
+// Store implements fosite's storage interfaces on PostgreSQL. Every call runs under
+// the tenant of the request's client (row-level security), so a code, token or PAR
+// session of another tenant is simply not found.
+type Store struct {
+	db      *db.DB
+	ring    *keyring.Ring
+	clients clientCache
+	now     func() time.Time
+}
+
+var (
+	_ fosite.ClientManager               = (*Store)(nil)
+	_ oauth2.CoreStorage                 = (*Store)(nil)
+	_ oauth2.TokenRevocationStorage      = (*Store)(nil)
+	_ pkce.PKCERequestStorage            = (*Store)(nil)
+	_ openid.OpenIDConnectRequestStorage = (*Store)(nil)
+	_ fosite.PARStorage                  = (*Store)(nil)
+)
+
+func newStore(d *db.DB, ring *keyring.Ring, clientTTL time.Duration) *Store {
+	return &Store{db: d, ring: ring, clients: clientCache{ttl: clientTTL, entries: map[string]cachedClient{}}, now: time.Now}
+}
+
+const (
+	kindCode   = "authorize_code"
+	kindPKCE   = "pkce"
+	kindAccess = "access_token"
+	kindPAR    = "par"
+)
+
+func hashKey(s string) []byte {
+	h := sha256.Sum256([]byte(s))
+	return h[:]
+}
+
+// --- clients ---
+
+// GetClient resolves the client's tenant (the one cross-tenant lookup, through the
+// SECURITY DEFINER function mimoto_client_tenant) and binds the request to it.
+func (st *Store) GetClient(ctx context.Context, id string) (fosite.Client, error) {
+	s := scopeFrom(ctx)
+	if s == nil {
+		return nil, errNoTenant
+	}
+	if c := s.cachedClient(id); c != nil {
+		return c, nil
+	}
+	c := st.clients.get(id, st.now())
+	if c == nil {
+		var err error
+		if c, err = st.loadClient(ctx, id); err != nil {
+			return nil, err
+		}
+		st.clients.put(c, st.now())
+	}
+	if err := s.bindTenant(c.TenantID); err != nil {
+		return nil, fosite.ErrNotFound.WithWrap(err)
+	}
+	s.rememberClient(c)
+	return c, nil
+}
+
+func (st *Store) loadClient(ctx context.Context, id string) (*Client, error) {
+	if id == "" || len(id) > 255 {
+		return nil, fosite.ErrNotFound
+	}
+	var tenant uuid.NullUUID
+	if err := st.db.Bun.NewRaw(`SELECT mimoto_client_tenant(?)`, id).Scan(ctx, &tenant); err != nil {
+		return nil, fmt.Errorf("resolving client tenant: %w", err)
+	}
+	if !tenant.Valid {
+		return nil, fosite.ErrNotFound
+	}
+	var row appRow
+	err := st.db.InTenant(ctx, tenant.UUID, func(ctx context.Context, tx bun.Tx) error {
+		return tx.NewSelect().Model(&row).Where("client_id = ?", id).Scan(ctx)
+	})
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fosite.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("loading client: %w", err)
+	}
+	return row.client()
+}
+
+func (s *requestScope) cachedClient(id string) *Client {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.clients[id]
+}
+
+func (s *requestScope) rememberClient(c *Client) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.clients == nil {
+		s.clients = map[string]*Client{}
+	}
+	s.clients[c.ID] = c
+}
+
+// ClientAssertionJWTValid reports whether a client assertion id is still unused.
+func (st *Store) ClientAssertionJWTValid(ctx context.Context, jti string) error {
+	var used bool
+	err := st.run(ctx, func(ctx context.Context, tx bun.Tx) error {
+		return tx.NewRaw(`SELECT EXISTS (SELECT 1 FROM oauth_client_assertions
+			WHERE tenant_id = mimoto_current_tenant() AND jti_hash = ? AND expires_at > now())`, hashKey(jti)).Scan(ctx, &used)
+	})
+	if err != nil {
+		return err
+	}
+	if used {
+		return fosite.ErrJTIKnown
+	}
+	return nil
+}
+
+// SetClientAssertionJWT records a used assertion id until its expiry.
+func (st *Store) SetClientAssertionJWT(ctx context.Context, jti string, exp time.Time) error {
+	tenant := scopeFrom(ctx).tenant()
+	return st.run(ctx, func(ctx context.Context, tx bun.Tx) error {
+		res, err := tx.ExecContext(ctx, `INSERT INTO oauth_client_assertions (tenant_id, jti_hash, expires_at) VALUES (?, ?, ?)
+			ON CONFLICT (tenant_id, jti_hash) DO UPDATE SET expires_at = EXCLUDED.expires_at
+			WHERE oauth_client_assertions.expires_at <= now()`, tenant, hashKey(jti), exp)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return fosite.ErrJTIKnown
+		}
+		return nil
+	})
+}
+
+// --- generic request rows ---
+
+func (st *Store) create(ctx context.Context, kind, signature string, r fosite.Requester, expires time.Time) error {
+	c, ok := r.GetClient().(*Client)
+	if !ok {
+		return errors.New("provider: unexpected client type")
+	}
+	raw, err := json.Marshal(toStored(r, false))
+	if err != nil {
+		return err
+	}
+	key := hashKey(signature)
+	return st.run(ctx, func(ctx context.Context, tx bun.Tx) error {
+		sealed, err := st.ring.Seal(ctx, tx, c.TenantID, requestPlace(kind, key), raw)
+		if err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO oauth_requests
+			(kind, signature_hash, tenant_id, app_id, request_id, payload, requested_at, expires_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+			kind, key, c.TenantID, c.AppID, r.GetID(), sealed, r.GetRequestedAt(), expires)
+		return err
+	})
+}
+
+func requestPlace(kind string, key []byte) keyring.Place {
+	return keyring.Place{Table: "oauth_requests", Row: kind + ":" + hex.EncodeToString(key), Column: "payload"}
+}
+
+// get loads a request row; inactive rows are returned with active=false.
+func (st *Store) get(ctx context.Context, kind, signature string) (fosite.Requester, bool, error) {
+	key := hashKey(signature)
+	var (
+		active  bool
+		payload []byte
+		expires time.Time
+		tenant  uuid.UUID
+	)
+	err := st.run(ctx, func(ctx context.Context, tx bun.Tx) error {
+		err := tx.NewRaw(`SELECT active, payload, expires_at, tenant_id FROM oauth_requests WHERE kind = ? AND signature_hash = ?`,
+			kind, key).Scan(ctx, &active, &payload, &expires, &tenant)
+		if err != nil {
+			return err
+		}
+		payload, err = st.ring.Open(ctx, tx, tenant, requestPlace(kind, key), payload)
+		return err
+	})
+	if errors.Is(err, sql.ErrNoRows) || errors.Is(err, errNoTenant) {
+		return nil, false, fosite.ErrNotFound
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	if st.now().After(expires) && kind != kindCode {
+		return nil, false, fosite.ErrNotFound
+	}
+	var sr storedRequest
+	if err := json.Unmarshal(payload, &sr); err != nil {
+		return nil, false, fmt.Errorf("decoding stored request: %w", err)
+	}
+	c, err := st.GetClient(ctx, sr.ClientID)
+	if err != nil {
+		return nil, false, err
+	}
+	r, err := sr.toRequest(c)
+	return r, active, err
+}
+
+func (st *Store) delete(ctx context.Context, kind, signature string) error {
+	return st.run(ctx, func(ctx context.Context, tx bun.Tx) error {
+		_, err := tx.ExecContext(ctx, `DELETE FROM oauth_requests WHERE kind = ? AND signature_hash = ?`, kind, hashKey(signature))
+		return err
+	})
+}
+
+func expiresAt(r fosite.Requester, t fosite.TokenType, fallback time.Duration) time.Time {
+	if s := r.GetSession(); s != nil {
+		if e := s.GetExpiresAt(t); !e.IsZero() {
+			return e
+		}
+	}
+	return time.Now().Add(fallback)
+}
+
+// --- authorization codes ---
+
+func (st *Store) CreateAuthorizeCodeSession(ctx context.Context, signature string, r fosite.Requester) error {
+	return st.create(ctx, kindCode, signature, r, expiresAt(r, fosite.AuthorizeCode, time.Minute))
+}
+
+// GetAuthorizeCodeSession returns the request even for a used code, with
+// ErrInvalidatedAuthorizeCode, so fosite can revoke what the first use issued.
+func (st *Store) GetAuthorizeCodeSession(ctx context.Context, signature string, _ fosite.Session) (fosite.Requester, error) {
+	r, active, err := st.get(ctx, kindCode, signature)
+	if err != nil {
+		return nil, err
+	}
+	if !active {
+		return r, fosite.ErrInvalidatedAuthorizeCode
+	}
+	return r, nil
+}
+
+func (st *Store) InvalidateAuthorizeCodeSession(ctx context.Context, signature string) error {
+	return st.run(ctx, func(ctx context.Context, tx bun.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE oauth_requests SET active = false WHERE kind = ? AND signature_hash = ? AND active`,
+			kindCode, hashKey(signature))
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			// Two concurrent redemptions: only one may win.
+			return fosite.ErrInvalidatedAuthorizeCode
+		}
+		return nil
+	})
+}
+
+// --- PKCE ---
+
+func (st *Store) CreatePKCERequestSession(ctx context.Context, signature string, r fosite.Requester) error {
+	return st.create(ctx, kindPKCE, signature, r, expiresAt(r, fosite.AuthorizeCode, time.Minute))
+}
+
+func (st *Store) GetPKCERequestSession(ctx context.Context, signature string, _ fosite.Session) (fosite.Requester, error) {
+	r, _, err := st.get(ctx, kindPKCE, signature)
+	return r, err
+}
+
+func (st *Store) DeletePKCERequestSession(ctx context.Context, signature string) error {
+	return st.delete(ctx, kindPKCE, signature)
+}
+
+// --- access tokens ---
+
+func (st *Store) CreateAccessTokenSession(ctx context.Context, signature string, r fosite.Requester) error {
+	return st.create(ctx, kindAccess, signature, r, expiresAt(r, fosite.AccessToken, time.Hour))
+}
+
+func (st *Store) GetAccessTokenSession(ctx context.Context, signature string, _ fosite.Session) (fosite.Requester, error) {
+	r, _, err := st.get(ctx, kindAccess, signature)
+	return r, err
+}
+
+func (st *Store) DeleteAccessTokenSession(ctx context.Context, signature string) error {
+	return st.delete(ctx, kindAccess, signature)
+}
+
+// RevokeAccessToken removes every access token issued for a request (a replayed
+// code revokes what its first use issued).
+func (st *Store) RevokeAccessToken(ctx context.Context, requestID string) error {
+	return st.run(ctx, func(ctx context.Context, tx bun.Tx) error {
+		_, err := tx.ExecContext(ctx, `DELETE FROM oauth_requests WHERE kind = ? AND request_id = ? AND tenant_id = mimoto_current_tenant()`,
+			kindAccess, requestID)
+		return err
+	})
+}
+
+// --- refresh tokens: mimoto issues none (no end-user session to refresh) ---
+
+var errNoRefresh = errors.New("provider: refresh tokens are not issued")
+
+func (st *Store) CreateRefreshTokenSession(context.Context, string, string, fosite.Requester) error {
+	return errNoRefresh
+}
+
+func (st *Store) GetRefreshTokenSession(context.Context, string, fosite.Session) (fosite.Requester, error) {
+	return nil, fosite.ErrNotFound
+}
+
+func (st *Store) DeleteRefreshTokenSession(context.Context, string) error { return nil }
+
+func (st *Store) RotateRefreshToken(context.Context, string, string) error { return nil }
+
+func (st *Store) RevokeRefreshToken(context.Context, string) error { return nil }
+
+func (st *Store) RevokeRefreshTokenMaybeGracePeriod(context.Context, string, string) error {
+	return nil
+}
+
+// --- PAR ---
+
+func (st *Store) CreatePARSession(ctx context.Context, requestURI string, r fosite.AuthorizeRequester) error {
+	return st.create(ctx, kindPAR, requestURI, r, expiresAt(r, fosite.PushedAuthorizeRequestContext, 90*time.Second))
+}
+
+func (st *Store) GetPARSession(ctx context.Context, requestURI string) (fosite.AuthorizeRequester, error) {
+	r, _, err := st.get(ctx, kindPAR, requestURI)
+	if err != nil {
+		return nil, err
+	}
+	ar, ok := r.(fosite.AuthorizeRequester)
+	if !ok {
+		return nil, fosite.ErrNotFound
+	}
+	return ar, nil
+}
+
+func (st *Store) DeletePARSession(ctx context.Context, requestURI string) error {
+	return st.delete(ctx, kindPAR, requestURI)
+}
+
+// --- the OIDC session: identity claims, inside the login transaction ---
+
+type loginTxKey struct{}
+
+func withLoginTx(ctx context.Context, id uuid.UUID) context.Context {
+	return context.WithValue(ctx, loginTxKey{}, id)
+}
+
+// CreateOpenIDConnectSession stores the claims of an issued code in the login
+// transaction that authenticated the person, sealed with the tenant key.
+func (st *Store) CreateOpenIDConnectSession(ctx context.Context, code string, r fosite.Requester) error {
+	txID, ok := ctx.Value(loginTxKey{}).(uuid.UUID)
+	if !ok {
+		return errors.New("provider: OIDC session outside a login transaction")
+	}
+	c := r.GetClient().(*Client)
+	raw, err := json.Marshal(toStored(r, true))
+	if err != nil {
+		return err
+	}
+	return st.run(ctx, func(ctx context.Context, tx bun.Tx) error {
+		sealed, err := st.ring.Seal(ctx, tx, c.TenantID, loginPlace(txID), raw)
+		if err != nil {
+			return err
+		}
+		res, err := tx.ExecContext(ctx, `UPDATE login_transactions
+			SET state = 'code_issued', code_hash = ?, request_id = ?, sealed_payload = ?, expires_at = ?
+			WHERE id = ? AND state = 'authenticated'`,
+			hashKey(code), r.GetID(), sealed, expiresAt(r, fosite.AuthorizeCode, time.Minute), txID)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			return errors.New("provider: login transaction not in state authenticated")
+		}
+		return nil
+	})
+}
+
+func loginPlace(id uuid.UUID) keyring.Place {
+	return keyring.Place{Table: "login_transactions", Row: id.String(), Column: "sealed_payload"}
+}
+
+func (st *Store) GetOpenIDConnectSession(ctx context.Context, code string, _ fosite.Requester) (fosite.Requester, error) {
+	var (
+		id      uuid.UUID
+		tenant  uuid.UUID
+		payload []byte
+	)
+	err := st.run(ctx, func(ctx context.Context, tx bun.Tx) error {
+		err := tx.NewRaw(`SELECT id, tenant_id, sealed_payload FROM login_transactions WHERE code_hash = ? AND state = 'code_issued'`,
+			hashKey(code)).Scan(ctx, &id, &tenant, &payload)
+		if err != nil {
+			return err
+		}
+		payload, err = st.ring.Open(ctx, tx, tenant, loginPlace(id), payload)
+		return err
+	})
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, openid.ErrNoSessionFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	var sr storedRequest
+	if err := json.Unmarshal(payload, &sr); err != nil {
+		return nil, err
+	}
+	c, err := st.GetClient(ctx, sr.ClientID)
+	if err != nil {
+		return nil, err
+	}
+	return sr.toRequest(c)
+}
+
+// DeleteOpenIDConnectSession deletes the login transaction, and with it the identity
+// claims, in the token request's transaction: the moment the app redeems its code.
+func (st *Store) DeleteOpenIDConnectSession(ctx context.Context, code string) error {
+	return st.run(ctx, func(ctx context.Context, tx bun.Tx) error {
+		_, err := tx.ExecContext(ctx, `DELETE FROM login_transactions WHERE code_hash = ?`, hashKey(code))
+		return err
+	})
+}
