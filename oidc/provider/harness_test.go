@@ -64,16 +64,16 @@ var testPerson = map[string]any{
 }
 
 type app struct {
-	tenantID     uuid.UUID
-	clientID     string
-	key          *ecdsa.PrivateKey
-	kid          string
-	secret       string
-	redirectURI  string
-	postLogout   string
-	requirePAR   bool
-	authMethod   string
-	scopes       []string
+	tenantID    uuid.UUID
+	clientID    string
+	key         *ecdsa.PrivateKey
+	kid         string
+	secret      string
+	redirectURI string
+	postLogout  string
+	requirePAR  bool
+	authMethod  string
+	scopes      []string
 }
 
 type harness struct {
@@ -169,7 +169,10 @@ func (h *harness) newApp(mod func(*app)) *app {
 
 type testWriter struct{ t *testing.T }
 
-func (w testWriter) Write(p []byte) (int, error) { w.t.Log(strings.TrimSpace(string(p))); return len(p), nil }
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
 
 func pgArray(ss []string) string {
 	return "{" + strings.Join(ss, ",") + "}"

@@ -69,12 +69,12 @@ type Authenticator interface {
 
 // Config configures the provider. Lifespans default to the values below.
 type Config struct {
-	Issuer        string
-	DB            *db.DB
-	Ring          *keyring.Ring
-	Keys          SigningKeys
-	Secrets       *SecretHasher
-	HMACSecret    []byte // ≥ 32 bytes: signs the opaque codes and access tokens
+	Issuer     string
+	DB         *db.DB
+	Ring       *keyring.Ring
+	Keys       SigningKeys
+	Secrets    *SecretHasher
+	HMACSecret []byte // ≥ 32 bytes: signs the opaque codes and access tokens
 	// Authenticator performs logins; nil answers every login with
 	// temporarily_unavailable (no identity provider connected).
 	Authenticator Authenticator

@@ -101,7 +101,10 @@ func TestPKCERequired(t *testing.T) {
 	a := h.newApp(nil)
 	cases := map[string]func(url.Values){
 		"missing": func(v url.Values) { v.Del("code_challenge"); v.Del("code_challenge_method") },
-		"plain":   func(v url.Values) { v.Set("code_challenge_method", "plain"); v.Set("code_challenge", strings.Repeat("a", 43)) },
+		"plain": func(v url.Values) {
+			v.Set("code_challenge_method", "plain")
+			v.Set("code_challenge", strings.Repeat("a", 43))
+		},
 	}
 	for name, spoil := range cases {
 		f := newFlow(a)
@@ -153,8 +156,8 @@ func TestClientAssertionsRefused(t *testing.T) {
 		"expired": a.assertion(t, h.issuer+"/token", func(c map[string]any, _ *jose.SignatureAlgorithm, _ **ecdsa.PrivateKey) {
 			c["iat"], c["exp"] = time.Now().Add(-10*time.Minute).Unix(), time.Now().Add(-5*time.Minute).Unix()
 		}),
-		"wrong key": a.assertion(t, h.issuer+"/token", func(_ map[string]any, _ *jose.SignatureAlgorithm, k **ecdsa.PrivateKey) { *k = otherKey }),
-		"alg none":  unsignedAssertion(a.clientID, h.issuer+"/token"),
+		"wrong key":  a.assertion(t, h.issuer+"/token", func(_ map[string]any, _ *jose.SignatureAlgorithm, k **ecdsa.PrivateKey) { *k = otherKey }),
+		"alg none":   unsignedAssertion(a.clientID, h.issuer+"/token"),
 		"reused jti": reused,
 	}
 	// Use the reused assertion once, legitimately (a PAR).
