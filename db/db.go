@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/uptrace/bun"
@@ -68,6 +69,11 @@ func Open(ctx context.Context, url string, opts Options) (*DB, error) {
 		name = "mimoto"
 	}
 	cfg.ConnConfig.RuntimeParams["application_name"] = name
+	// bun interpolates arguments into the SQL text, so nearly every statement is
+	// unique: pgx's default (prepare and cache each new text) would cost an extra
+	// round trip per query and fill the statement cache. The simple protocol sends
+	// each statement once; pgx escapes the arguments that River passes separately.
+	cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
 	// A statement that hangs must not hold a connection (and a login) forever.
 	cfg.ConnConfig.RuntimeParams["statement_timeout"] = "30000"
 	cfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = "60000"

@@ -37,6 +37,10 @@ func (p *Provider) authorize(w http.ResponseWriter, r *http.Request) {
 		p.authorizeError(ctx, w, r, ar, err)
 		return
 	}
+	if err := checkFAPI2(c); err != nil {
+		p.authorizeError(ctx, w, r, ar, err)
+		return
+	}
 	if !ar.GetRequestedScopes().Has("openid") {
 		p.authorizeError(ctx, w, r, ar, fosite.ErrInvalidScope.WithHint("The scope openid is required."))
 		return
@@ -90,6 +94,16 @@ func checkPKCE(form url.Values) error {
 		return fosite.ErrInvalidRequest.WithHint("PKCE is required: send code_challenge with code_challenge_method=S256.")
 	case form.Get("code_challenge_method") != "S256":
 		return fosite.ErrInvalidRequest.WithHint("Only the PKCE code_challenge_method S256 is allowed.")
+	}
+	return nil
+}
+
+// checkFAPI2 applies the FAPI 2.0 Security Profile's client rules to an app that
+// chose it: PAR (checked by requiresPAR) and private_key_jwt. S256 PKCE, short-lived
+// single-use codes and iss in the response hold for every app anyway.
+func checkFAPI2(c *Client) error {
+	if c.FAPI2 && c.AuthMethod != "private_key_jwt" {
+		return fosite.ErrInvalidClient.WithHint("This app follows the FAPI 2.0 profile, which requires private_key_jwt client authentication.")
 	}
 	return nil
 }
@@ -253,8 +267,8 @@ func (p *Provider) par(w http.ResponseWriter, r *http.Request) {
 	ar, err := p.oauth.NewPushedAuthorizeRequest(ctx, r)
 	if err != nil {
 		err = clientAuthError(err)
-	} else {
-		err = checkPKCE(ar.GetRequestForm())
+	} else if err = checkPKCE(ar.GetRequestForm()); err == nil {
+		err = checkFAPI2(ar.GetClient().(*Client))
 	}
 	if err != nil {
 		p.logError(ctx, "pushed authorization request refused", err)

@@ -72,12 +72,14 @@ type app struct {
 	redirectURI string
 	postLogout  string
 	requirePAR  bool
+	fapi2       bool
+	jwksURI     string
 	authMethod  string
 	scopes      []string
 }
 
 type harness struct {
-	t        *testing.T
+	t        testing.TB
 	db       *dbtest.Database
 	srv      *httptest.Server
 	issuer   string
@@ -88,6 +90,11 @@ type harness struct {
 }
 
 func newHarness(t *testing.T) *harness {
+	t.Helper()
+	return newHarnessWith(t, nil)
+}
+
+func newHarnessWith(t testing.TB, mod func(*provider.Config)) *harness {
 	t.Helper()
 	ctx := context.Background()
 	d := dbtest.New(t)
@@ -117,11 +124,15 @@ func newHarness(t *testing.T) *harness {
 	h.srv = httptest.NewServer(mux)
 	t.Cleanup(h.srv.Close)
 	h.issuer = h.srv.URL
-	h.provider, err = provider.New(provider.Config{
+	cfg := provider.Config{
 		Issuer: h.issuer, DB: d.App, Ring: ring, Keys: keys, Secrets: secrets, HMACSecret: hmacKey,
 		Authenticator: h.auth, Scopes: []string{"openid", "urn:telematik:versicherter", "urn:telematik:given_name"},
 		ClientCacheTTL: -1, Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil)),
-	})
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	h.provider, err = provider.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,7 +153,13 @@ func (h *harness) newApp(mod func(*app)) *app {
 	if mod != nil {
 		mod(a)
 	}
-	jwks, _ := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: a.key.Public(), KeyID: a.kid, Algorithm: "ES256", Use: "sig"}}})
+	var jwks, jwksURI any
+	if a.jwksURI != "" {
+		jwksURI = a.jwksURI
+	} else {
+		raw, _ := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: a.key.Public(), KeyID: a.kid, Algorithm: "ES256", Use: "sig"}}})
+		jwks = string(raw)
+	}
 	var secretHash []byte
 	if a.authMethod == "client_secret_basic" {
 		var err error
@@ -156,9 +173,9 @@ func (h *harness) newApp(mod func(*app)) *app {
 			return err
 		}
 		_, err := tx.ExecContext(ctx, `INSERT INTO apps (tenant_id, name, client_id, client_secret_hash, token_endpoint_auth_method,
-			redirect_uris, scopes, require_par, jwks, post_logout_redirect_uris)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, a.tenantID, a.clientID, a.clientID, secretHash, a.authMethod,
-			pgArray([]string{a.redirectURI}), pgArray(a.scopes), a.requirePAR, string(jwks), pgArray([]string{a.postLogout}))
+			redirect_uris, scopes, require_par, jwks, jwks_uri, post_logout_redirect_uris, fapi2)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, a.tenantID, a.clientID, a.clientID, secretHash, a.authMethod,
+			pgArray([]string{a.redirectURI}), pgArray(a.scopes), a.requirePAR, jwks, jwksURI, pgArray([]string{a.postLogout}), a.fapi2)
 		return err
 	})
 	if err != nil {
@@ -167,7 +184,7 @@ func (h *harness) newApp(mod func(*app)) *app {
 	return a
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(p)))
@@ -179,7 +196,7 @@ func pgArray(ss []string) string {
 }
 
 // assertion builds a private_key_jwt client assertion; mod may spoil it.
-func (a *app) assertion(t *testing.T, aud string, mod func(claims map[string]any, alg *jose.SignatureAlgorithm, key **ecdsa.PrivateKey)) string {
+func (a *app) assertion(t testing.TB, aud string, mod func(claims map[string]any, alg *jose.SignatureAlgorithm, key **ecdsa.PrivateKey)) string {
 	t.Helper()
 	claims := map[string]any{
 		"iss": a.clientID, "sub": a.clientID, "aud": aud, "jti": uuid.NewString(),
@@ -262,7 +279,7 @@ func randString() string {
 }
 
 // browse GETs a URL without following redirects.
-func browse(t *testing.T, u string) *http.Response {
+func browse(t testing.TB, u string) *http.Response {
 	t.Helper()
 	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	resp, err := c.Get(u)

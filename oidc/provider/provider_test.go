@@ -5,12 +5,15 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/azuma/mimoto/oidc/provider"
 	"github.com/coreos/go-oidc/v3/oidc"
 	jose "github.com/go-jose/go-jose/v4"
 )
@@ -283,5 +286,48 @@ func TestEndSession(t *testing.T) {
 	resp = browse(t, h.issuer+"/end_session?"+url.Values{"id_token_hint": {idt[:len(idt)-4] + "AAAA"}, "post_logout_redirect_uri": {a.postLogout}}.Encode())
 	if resp.StatusCode != http.StatusBadRequest {
 		t.Fatalf("tampered hint: %d", resp.StatusCode)
+	}
+}
+
+func TestFAPI2App(t *testing.T) {
+	h := newHarness(t)
+	a := h.newApp(func(a *app) { a.fapi2 = true })
+	// PAR is required.
+	if cb := h.authorize(newFlow(a).params); cb.Query().Get("error") != "invalid_request" {
+		t.Fatalf("FAPI 2.0 app without PAR: %v", cb.Query())
+	}
+	f := newFlow(a)
+	if r := h.exchange(a, f, h.authorizeViaPAR(a, f).Query().Get("code")); r.Status != http.StatusOK {
+		t.Fatalf("FAPI 2.0 app with PAR + private_key_jwt: %d %v", r.Status, r.Body)
+	}
+	// A FAPI 2.0 app configured with a shared secret is refused.
+	b := h.newApp(func(b *app) { b.fapi2 = true; b.authMethod = "client_secret_basic" })
+	if r := h.post("/par", cloneValues(newFlow(b).params), b); r.Error() != "invalid_client" {
+		t.Fatalf("FAPI 2.0 app with client_secret_basic: %d %v", r.Status, r.Body)
+	}
+}
+
+// Keys published at an https jwks_uri are fetched, cached, and refetched when the
+// app rotates to a key with a new kid.
+func TestJWKSURIWithRotation(t *testing.T) {
+	var current jose.JSONWebKeySet
+	jwksSrv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_ = json.NewEncoder(w).Encode(current)
+	}))
+	defer jwksSrv.Close()
+	h := newHarnessWith(t, func(c *provider.Config) { c.HTTPClient = jwksSrv.Client() })
+	a := h.newApp(func(a *app) { a.jwksURI = jwksSrv.URL + "/jwks.json" })
+	current = jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: a.key.Public(), KeyID: a.kid, Algorithm: "ES256", Use: "sig"}}}
+	f := newFlow(a)
+	if r := h.exchange(a, f, h.authorizeViaPAR(a, f).Query().Get("code")); r.Status != http.StatusOK {
+		t.Fatalf("with jwks_uri: %d %v", r.Status, r.Body)
+	}
+	// The app rotates its key.
+	a.key, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	a.kid = "k2"
+	current = jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: a.key.Public(), KeyID: a.kid, Algorithm: "ES256", Use: "sig"}}}
+	f = newFlow(a)
+	if r := h.exchange(a, f, h.authorizeViaPAR(a, f).Query().Get("code")); r.Status != http.StatusOK {
+		t.Fatalf("after the app rotated its key: %d %v", r.Status, r.Body)
 	}
 }

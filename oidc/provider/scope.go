@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"github.com/google/uuid"
+	"github.com/ory/fosite"
 	"github.com/uptrace/bun"
 
 	"github.com/azuma/mimoto/db"
@@ -24,6 +25,34 @@ type requestScope struct {
 	atomic   bool // share one transaction across the request
 	tx       *bun.Tx
 	clients  map[string]*Client
+	memos    map[string]memoEntry
+}
+
+type memoEntry struct {
+	req    fosite.Requester
+	active bool
+}
+
+func (s *requestScope) memo(kind, sig string) (memoEntry, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m, ok := s.memos[kind+"\x00"+sig]
+	return m, ok
+}
+
+func (s *requestScope) remember(kind, sig string, m memoEntry) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.memos == nil {
+		s.memos = map[string]memoEntry{}
+	}
+	s.memos[kind+"\x00"+sig] = m
+}
+
+func (s *requestScope) forget(kind, sig string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.memos, kind+"\x00"+sig)
 }
 
 type scopeKey struct{}
@@ -72,20 +101,31 @@ func (st *Store) run(ctx context.Context, fn db.TxFunc) error {
 	if !s.atomic {
 		return st.db.InTenant(ctx, tenant, fn)
 	}
+	tx, err := st.sharedTx(ctx, s, tenant)
+	if err != nil {
+		return err
+	}
+	return fn(ctx, tx)
+}
+
+// sharedTx opens the atomic scope's transaction on first use. The lock covers only
+// the opening: fn may call back into the scope (memo), and fosite calls storage
+// sequentially within a request.
+func (st *Store) sharedTx(ctx context.Context, s *requestScope, tenant uuid.UUID) (bun.Tx, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.tx == nil {
 		tx, err := st.db.Bun.BeginTx(ctx, &sql.TxOptions{})
 		if err != nil {
-			return fmt.Errorf("beginning transaction: %w", err)
+			return bun.Tx{}, fmt.Errorf("beginning transaction: %w", err)
 		}
 		if _, err := tx.ExecContext(ctx, `SELECT set_config('mimoto.tenant_id', ?, true)`, tenant.String()); err != nil {
 			_ = tx.Rollback()
-			return fmt.Errorf("setting tenant: %w", err)
+			return bun.Tx{}, fmt.Errorf("setting tenant: %w", err)
 		}
 		s.tx = &tx
 	}
-	return fn(ctx, *s.tx)
+	return *s.tx, nil
 }
 
 // finish commits or rolls back the shared transaction of an atomic scope.

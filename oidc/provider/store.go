@@ -46,7 +46,6 @@ func newStore(d *db.DB, ring *keyring.Ring, clientTTL time.Duration) *Store {
 
 const (
 	kindCode   = "authorize_code"
-	kindPKCE   = "pkce"
 	kindAccess = "access_token"
 	kindPAR    = "par"
 )
@@ -184,8 +183,23 @@ func requestPlace(kind string, key []byte) keyring.Place {
 	return keyring.Place{Table: "oauth_requests", Row: kind + ":" + hex.EncodeToString(key), Column: "payload"}
 }
 
-// get loads a request row; inactive rows are returned with active=false.
+// get loads a request row; inactive rows are returned with active=false. Within one
+// request a row is read once (fosite asks for the code three times per exchange).
 func (st *Store) get(ctx context.Context, kind, signature string) (fosite.Requester, bool, error) {
+	scope := scopeFrom(ctx)
+	if scope != nil {
+		if m, ok := scope.memo(kind, signature); ok {
+			return m.req, m.active, nil
+		}
+	}
+	r, active, err := st.load(ctx, kind, signature)
+	if err == nil && scope != nil {
+		scope.remember(kind, signature, memoEntry{req: r, active: active})
+	}
+	return r, active, err
+}
+
+func (st *Store) load(ctx context.Context, kind, signature string) (fosite.Requester, bool, error) {
 	key := hashKey(signature)
 	var (
 		active  bool
@@ -224,6 +238,9 @@ func (st *Store) get(ctx context.Context, kind, signature string) (fosite.Reques
 }
 
 func (st *Store) delete(ctx context.Context, kind, signature string) error {
+	if scope := scopeFrom(ctx); scope != nil {
+		scope.forget(kind, signature)
+	}
 	return st.run(ctx, func(ctx context.Context, tx bun.Tx) error {
 		_, err := tx.ExecContext(ctx, `DELETE FROM oauth_requests WHERE kind = ? AND signature_hash = ?`, kind, hashKey(signature))
 		return err
@@ -269,24 +286,30 @@ func (st *Store) InvalidateAuthorizeCodeSession(ctx context.Context, signature s
 			// Two concurrent redemptions: only one may win.
 			return fosite.ErrInvalidatedAuthorizeCode
 		}
+		if scope := scopeFrom(ctx); scope != nil {
+			scope.forget(kindCode, signature)
+		}
 		return nil
 	})
 }
 
 // --- PKCE ---
+//
+// The code row already holds code_challenge and code_challenge_method (they are on
+// the sanitation whitelist), so PKCE needs no row of its own: that saves an insert
+// per login and a read and a delete per token request. If the challenge were
+// missing, fosite's PKCE check fails closed (PKCE is enforced).
 
-func (st *Store) CreatePKCERequestSession(ctx context.Context, signature string, r fosite.Requester) error {
-	return st.create(ctx, kindPKCE, signature, r, expiresAt(r, fosite.AuthorizeCode, time.Minute))
+func (st *Store) CreatePKCERequestSession(context.Context, string, fosite.Requester) error {
+	return nil
 }
 
 func (st *Store) GetPKCERequestSession(ctx context.Context, signature string, _ fosite.Session) (fosite.Requester, error) {
-	r, _, err := st.get(ctx, kindPKCE, signature)
+	r, _, err := st.get(ctx, kindCode, signature)
 	return r, err
 }
 
-func (st *Store) DeletePKCERequestSession(ctx context.Context, signature string) error {
-	return st.delete(ctx, kindPKCE, signature)
-}
+func (st *Store) DeletePKCERequestSession(context.Context, string) error { return nil }
 
 // --- access tokens ---
 
@@ -406,9 +429,15 @@ func (st *Store) GetOpenIDConnectSession(ctx context.Context, code string, _ fos
 		tenant  uuid.UUID
 		payload []byte
 	)
+	// In the token request's shared transaction the read is also the deletion (one
+	// round trip); should the request fail later, the rollback restores the row.
+	stmt := `SELECT id, tenant_id, sealed_payload FROM login_transactions WHERE code_hash = ? AND state = 'code_issued'`
+	scope := scopeFrom(ctx)
+	if scope != nil && scope.atomic {
+		stmt = `DELETE FROM login_transactions WHERE code_hash = ? AND state = 'code_issued' RETURNING id, tenant_id, sealed_payload`
+	}
 	err := st.run(ctx, func(ctx context.Context, tx bun.Tx) error {
-		err := tx.NewRaw(`SELECT id, tenant_id, sealed_payload FROM login_transactions WHERE code_hash = ? AND state = 'code_issued'`,
-			hashKey(code)).Scan(ctx, &id, &tenant, &payload)
+		err := tx.NewRaw(stmt, hashKey(code)).Scan(ctx, &id, &tenant, &payload)
 		if err != nil {
 			return err
 		}
@@ -435,6 +464,9 @@ func (st *Store) GetOpenIDConnectSession(ctx context.Context, code string, _ fos
 // DeleteOpenIDConnectSession deletes the login transaction, and with it the identity
 // claims, in the token request's transaction: the moment the app redeems its code.
 func (st *Store) DeleteOpenIDConnectSession(ctx context.Context, code string) error {
+	if scope := scopeFrom(ctx); scope != nil && scope.atomic {
+		return nil // GetOpenIDConnectSession deleted it in this transaction
+	}
 	return st.run(ctx, func(ctx context.Context, tx bun.Tx) error {
 		_, err := tx.ExecContext(ctx, `DELETE FROM login_transactions WHERE code_hash = ?`, hashKey(code))
 		return err

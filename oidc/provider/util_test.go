@@ -3,6 +3,7 @@ package provider_test
 import (
 	"encoding/base64"
 	"encoding/json"
+	"io"
 	"sort"
 	"strings"
 	"testing"
@@ -73,3 +74,5 @@ func (h *harness) assertNoIdentityData() {
 		}
 	}
 }
+
+func decodeJSON(r io.Reader, v any) error { return json.NewDecoder(r).Decode(v) }
