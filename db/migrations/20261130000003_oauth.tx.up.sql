@@ -19,14 +19,23 @@ ALTER TABLE apps
   ADD CONSTRAINT apps_jwks_xor_uri CHECK (jwks IS NULL OR jwks_uri IS NULL),
   ADD CONSTRAINT apps_jwks_uri_https CHECK (jwks_uri IS NULL OR jwks_uri ~ '^https://');
 
--- The login transaction also carries, once the person is authenticated, the OIDC
--- session of the issued code (keyed by the code's hash) until the app redeems it.
+-- The login transaction also carries, once the person is authenticated, the issued
+-- code (its hash, and the sealed request with the PKCE challenge) and the sealed OIDC
+-- session with the identity claims, until the app redeems the code. Redemption wipes
+-- both payloads and keeps the row (state redeemed) until it expires, so that a
+-- replayed code is recognised and revokes what its first use issued.
 ALTER TABLE login_transactions
-  ADD COLUMN code_hash  bytea UNIQUE,
-  ADD COLUMN request_id text;
+  ADD COLUMN code_hash    bytea UNIQUE,
+  ADD COLUMN code_payload bytea,
+  ADD COLUMN request_id   text,
+  DROP CONSTRAINT login_transactions_state_check,
+  ADD CONSTRAINT login_transactions_state_check
+    CHECK (state IN ('started', 'authenticated', 'code_issued', 'redeemed')),
+  ADD CONSTRAINT login_transactions_redeemed_wiped
+    CHECK (state <> 'redeemed' OR (sealed_payload IS NULL AND code_payload IS NULL));
 
 CREATE TABLE oauth_requests (
-  kind           text NOT NULL CHECK (kind IN ('authorize_code', 'access_token', 'par')),
+  kind           text NOT NULL CHECK (kind IN ('access_token', 'par')),
   signature_hash bytea NOT NULL,
   tenant_id      uuid NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
   app_id         uuid NOT NULL REFERENCES apps (id) ON DELETE CASCADE,

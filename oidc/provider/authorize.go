@@ -111,7 +111,14 @@ func checkFAPI2(c *Client) error {
 // Complete finishes a login transaction: it issues the authorization code with the
 // person's identity and redirects the browser back to the app.
 func (p *Provider) Complete(w http.ResponseWriter, r *http.Request, tenantID, txID uuid.UUID, id Identity) {
-	ctx, scope := withScope(r.Context(), false)
+	// One transaction: claiming the login, storing the code and the claims.
+	ctx, scope := withScope(r.Context(), true)
+	committed := false
+	defer func() {
+		if !committed {
+			_ = scope.finish(false)
+		}
+	}()
 	if err := scope.bindTenant(tenantID); err != nil {
 		p.errorPage(w, r, http.StatusBadRequest, "invalid_request", "")
 		return
@@ -146,6 +153,11 @@ func (p *Provider) Complete(w http.ResponseWriter, r *http.Request, tenantID, tx
 		p.authorizeError(ctx, w, r, ar, err)
 		return
 	}
+	if err := scope.finish(true); err != nil {
+		p.authorizeError(ctx, w, r, ar, fosite.ErrServerError.WithWrap(err))
+		return
+	}
+	committed = true
 	resp.AddParameter("iss", p.issuer)
 	p.oauth.WriteAuthorizeResponse(ctx, w, ar, resp)
 }

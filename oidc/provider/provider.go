@@ -175,7 +175,7 @@ func New(cfg Config) (*Provider, error) {
 	}
 	fcfg.JWKSFetcherStrategy = fosite.NewDefaultJWKSFetcherStrategy(fosite.JWKSFetcherWithHTTPClient(retryableClient(cfg.HTTPClient)))
 
-	store := newStore(cfg.DB, cfg.Ring, cfg.ClientCacheTTL)
+	store := newStore(cfg.DB, cfg.Ring, cfg.ClientCacheTTL, cfg.AccessTokenLifespan)
 	keyGetter := func(ctx context.Context) (interface{}, error) {
 		k, err := cfg.Keys.SigningKey(ctx)
 		if err != nil {

@@ -26,6 +26,29 @@ type requestScope struct {
 	tx       *bun.Tx
 	clients  map[string]*Client
 	memos    map[string]memoEntry
+	oidc     fosite.Requester
+}
+
+func (s *requestScope) setOIDC(r fosite.Requester) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.oidc = r
+}
+
+func (s *requestScope) oidcRequest() fosite.Requester {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.oidc
+}
+
+// scopeClientID is the id of the (one) client the request authenticated.
+func scopeClientID(s *requestScope) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id := range s.clients {
+		return id
+	}
+	return ""
 }
 
 type memoEntry struct {

@@ -29,6 +29,9 @@ type Store struct {
 	ring    *keyring.Ring
 	clients clientCache
 	now     func() time.Time
+	// replayWindow keeps a redeemed code recognisable as long as the access tokens
+	// it issued live, so that a replay can still revoke them.
+	replayWindow time.Duration
 }
 
 var (
@@ -40,8 +43,9 @@ var (
 	_ fosite.PARStorage                  = (*Store)(nil)
 )
 
-func newStore(d *db.DB, ring *keyring.Ring, clientTTL time.Duration) *Store {
-	return &Store{db: d, ring: ring, clients: clientCache{ttl: clientTTL, entries: map[string]cachedClient{}}, now: time.Now}
+func newStore(d *db.DB, ring *keyring.Ring, clientTTL, replayWindow time.Duration) *Store {
+	return &Store{db: d, ring: ring, clients: clientCache{ttl: clientTTL, entries: map[string]cachedClient{}},
+		now: time.Now, replayWindow: replayWindow}
 }
 
 const (
@@ -256,56 +260,154 @@ func expiresAt(r fosite.Requester, t fosite.TokenType, fallback time.Duration) t
 	return time.Now().Add(fallback)
 }
 
-// --- authorization codes ---
+// --- authorization codes: a state of the login transaction ---
+//
+// A code is stored in the login transaction that authenticated the person: its hash,
+// and the sealed request (with the PKCE challenge, without identity claims) beside
+// the sealed OIDC session (with them). Redeeming it is one statement: it reads both
+// payloads and wipes them (state redeemed) inside the token request's transaction,
+// so the identity claims are deleted exactly when the tokens are issued.
 
 func (st *Store) CreateAuthorizeCodeSession(ctx context.Context, signature string, r fosite.Requester) error {
-	return st.create(ctx, kindCode, signature, r, expiresAt(r, fosite.AuthorizeCode, time.Minute))
-}
-
-// GetAuthorizeCodeSession returns the request even for a used code, with
-// ErrInvalidatedAuthorizeCode, so fosite can revoke what the first use issued.
-func (st *Store) GetAuthorizeCodeSession(ctx context.Context, signature string, _ fosite.Session) (fosite.Requester, error) {
-	r, active, err := st.get(ctx, kindCode, signature)
+	txID, ok := ctx.Value(loginTxKey{}).(uuid.UUID)
+	if !ok {
+		return errors.New("provider: authorization code outside a login transaction")
+	}
+	c := r.GetClient().(*Client)
+	raw, err := json.Marshal(toStored(r, false))
 	if err != nil {
-		return nil, err
+		return err
 	}
-	if !active {
-		return r, fosite.ErrInvalidatedAuthorizeCode
-	}
-	return r, nil
-}
-
-func (st *Store) InvalidateAuthorizeCodeSession(ctx context.Context, signature string) error {
 	return st.run(ctx, func(ctx context.Context, tx bun.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE oauth_requests SET active = false WHERE kind = ? AND signature_hash = ? AND active`,
-			kindCode, hashKey(signature))
+		sealed, err := st.ring.Seal(ctx, tx, c.TenantID, codePlace(txID), raw)
 		if err != nil {
 			return err
 		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			// Two concurrent redemptions: only one may win.
-			return fosite.ErrInvalidatedAuthorizeCode
+		res, err := tx.ExecContext(ctx, `UPDATE login_transactions
+			SET code_hash = ?, code_payload = ?, request_id = ?, expires_at = ?
+			WHERE id = ? AND state = 'authenticated'`,
+			hashKey(signature), sealed, r.GetID(), expiresAt(r, fosite.AuthorizeCode, time.Minute), txID)
+		if err != nil {
+			return err
 		}
-		if scope := scopeFrom(ctx); scope != nil {
-			scope.forget(kindCode, signature)
+		if n, _ := res.RowsAffected(); n != 1 {
+			return errors.New("provider: login transaction not in state authenticated")
 		}
 		return nil
 	})
 }
 
+func codePlace(id uuid.UUID) keyring.Place {
+	return keyring.Place{Table: "login_transactions", Row: id.String(), Column: "code_payload"}
+}
+
+// GetAuthorizeCodeSession redeems the code (see above). A code already redeemed is
+// answered with ErrInvalidatedAuthorizeCode and a request carrying its id, so fosite
+// revokes the access tokens its first use issued. It may only run in the token
+// request's shared transaction.
+func (st *Store) GetAuthorizeCodeSession(ctx context.Context, signature string, _ fosite.Session) (fosite.Requester, error) {
+	scope := scopeFrom(ctx)
+	if scope == nil || !scope.atomic {
+		return nil, errors.New("provider: codes are redeemed only in the token request's transaction")
+	}
+	if m, ok := scope.memo(kindCode, signature); ok {
+		if !m.active {
+			return m.req, fosite.ErrInvalidatedAuthorizeCode
+		}
+		return m.req, nil
+	}
+	var (
+		id, tenant        uuid.UUID
+		oldState, reqID   string
+		codeRaw, claimRaw []byte
+	)
+	err := st.run(ctx, func(ctx context.Context, tx bun.Tx) error {
+		err := tx.NewRaw(`UPDATE login_transactions t
+			SET state = 'redeemed', code_payload = NULL, sealed_payload = NULL,
+			    expires_at = greatest(t.expires_at, now() + ?::interval)
+			FROM (SELECT id, state, code_payload, sealed_payload FROM login_transactions
+			       WHERE code_hash = ? AND state IN ('code_issued', 'redeemed') FOR UPDATE) old
+			WHERE t.id = old.id
+			RETURNING t.id, t.tenant_id, old.state, t.request_id, old.code_payload, old.sealed_payload`,
+			fmt.Sprintf("%d seconds", int(st.replayWindow.Seconds())), hashKey(signature)).
+			Scan(ctx, &id, &tenant, &oldState, &reqID, &codeRaw, &claimRaw)
+		if err != nil || oldState != "code_issued" {
+			return err
+		}
+		if codeRaw, err = st.ring.Open(ctx, tx, tenant, codePlace(id), codeRaw); err != nil {
+			return err
+		}
+		claimRaw, err = st.ring.Open(ctx, tx, tenant, loginPlace(id), claimRaw)
+		return err
+	})
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fosite.ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	if oldState == "redeemed" {
+		c, err := st.GetClient(ctx, scopeClientID(scope))
+		if err != nil {
+			return nil, err
+		}
+		used := &fosite.Request{ID: reqID, Client: c, Session: newSession()}
+		scope.remember(kindCode, signature, memoEntry{req: used, active: false})
+		return used, fosite.ErrInvalidatedAuthorizeCode
+	}
+	codeReq, err := st.decode(ctx, codeRaw)
+	if err != nil {
+		return nil, err
+	}
+	oidcReq, err := st.decode(ctx, claimRaw)
+	if err != nil {
+		return nil, err
+	}
+	scope.remember(kindCode, signature, memoEntry{req: codeReq, active: true})
+	scope.setOIDC(oidcReq)
+	return codeReq, nil
+}
+
+// InvalidateAuthorizeCodeSession has nothing left to do: GetAuthorizeCodeSession
+// redeemed the code in this transaction.
+func (st *Store) InvalidateAuthorizeCodeSession(ctx context.Context, signature string) error {
+	scope := scopeFrom(ctx)
+	if scope == nil {
+		return errNoTenant
+	}
+	if m, ok := scope.memo(kindCode, signature); !ok || !m.active {
+		return fosite.ErrInvalidatedAuthorizeCode
+	}
+	return nil
+}
+
+func (st *Store) decode(ctx context.Context, raw []byte) (fosite.Requester, error) {
+	var sr storedRequest
+	if err := json.Unmarshal(raw, &sr); err != nil {
+		return nil, fmt.Errorf("decoding stored request: %w", err)
+	}
+	c, err := st.GetClient(ctx, sr.ClientID)
+	if err != nil {
+		return nil, err
+	}
+	return sr.toRequest(c)
+}
+
 // --- PKCE ---
 //
-// The code row already holds code_challenge and code_challenge_method (they are on
-// the sanitation whitelist), so PKCE needs no row of its own: that saves an insert
-// per login and a read and a delete per token request. If the challenge were
-// missing, fosite's PKCE check fails closed (PKCE is enforced).
+// The code's request already holds code_challenge and code_challenge_method (they
+// are on the sanitation whitelist), so PKCE needs no storage of its own. If the
+// challenge were missing, fosite's PKCE check fails closed (PKCE is enforced).
 
 func (st *Store) CreatePKCERequestSession(context.Context, string, fosite.Requester) error {
 	return nil
 }
 
-func (st *Store) GetPKCERequestSession(ctx context.Context, signature string, _ fosite.Session) (fosite.Requester, error) {
-	r, _, err := st.get(ctx, kindCode, signature)
+func (st *Store) GetPKCERequestSession(ctx context.Context, signature string, s fosite.Session) (fosite.Requester, error) {
+	r, err := st.GetAuthorizeCodeSession(ctx, signature, s)
+	if errors.Is(err, fosite.ErrInvalidatedAuthorizeCode) {
+		return nil, fosite.ErrNotFound
+	}
 	return r, err
 }
 
@@ -388,9 +490,13 @@ func withLoginTx(ctx context.Context, id uuid.UUID) context.Context {
 	return context.WithValue(ctx, loginTxKey{}, id)
 }
 
+func loginPlace(id uuid.UUID) keyring.Place {
+	return keyring.Place{Table: "login_transactions", Row: id.String(), Column: "sealed_payload"}
+}
+
 // CreateOpenIDConnectSession stores the claims of an issued code in the login
 // transaction that authenticated the person, sealed with the tenant key.
-func (st *Store) CreateOpenIDConnectSession(ctx context.Context, code string, r fosite.Requester) error {
+func (st *Store) CreateOpenIDConnectSession(ctx context.Context, _ string, r fosite.Requester) error {
 	txID, ok := ctx.Value(loginTxKey{}).(uuid.UUID)
 	if !ok {
 		return errors.New("provider: OIDC session outside a login transaction")
@@ -405,70 +511,29 @@ func (st *Store) CreateOpenIDConnectSession(ctx context.Context, code string, r 
 		if err != nil {
 			return err
 		}
-		res, err := tx.ExecContext(ctx, `UPDATE login_transactions
-			SET state = 'code_issued', code_hash = ?, request_id = ?, sealed_payload = ?, expires_at = ?
-			WHERE id = ? AND state = 'authenticated'`,
-			hashKey(code), r.GetID(), sealed, expiresAt(r, fosite.AuthorizeCode, time.Minute), txID)
+		res, err := tx.ExecContext(ctx, `UPDATE login_transactions SET state = 'code_issued', sealed_payload = ?
+			WHERE id = ? AND state = 'authenticated' AND code_hash IS NOT NULL`, sealed, txID)
 		if err != nil {
 			return err
 		}
 		if n, _ := res.RowsAffected(); n != 1 {
-			return errors.New("provider: login transaction not in state authenticated")
+			return errors.New("provider: login transaction has no code")
 		}
 		return nil
 	})
 }
 
-func loginPlace(id uuid.UUID) keyring.Place {
-	return keyring.Place{Table: "login_transactions", Row: id.String(), Column: "sealed_payload"}
-}
-
-func (st *Store) GetOpenIDConnectSession(ctx context.Context, code string, _ fosite.Requester) (fosite.Requester, error) {
-	var (
-		id      uuid.UUID
-		tenant  uuid.UUID
-		payload []byte
-	)
-	// In the token request's shared transaction the read is also the deletion (one
-	// round trip); should the request fail later, the rollback restores the row.
-	stmt := `SELECT id, tenant_id, sealed_payload FROM login_transactions WHERE code_hash = ? AND state = 'code_issued'`
-	scope := scopeFrom(ctx)
-	if scope != nil && scope.atomic {
-		stmt = `DELETE FROM login_transactions WHERE code_hash = ? AND state = 'code_issued' RETURNING id, tenant_id, sealed_payload`
-	}
-	err := st.run(ctx, func(ctx context.Context, tx bun.Tx) error {
-		err := tx.NewRaw(stmt, hashKey(code)).Scan(ctx, &id, &tenant, &payload)
-		if err != nil {
-			return err
+// GetOpenIDConnectSession returns the claims read when the code was redeemed in this
+// request's transaction.
+func (st *Store) GetOpenIDConnectSession(ctx context.Context, _ string, _ fosite.Requester) (fosite.Requester, error) {
+	if scope := scopeFrom(ctx); scope != nil {
+		if r := scope.oidcRequest(); r != nil {
+			return r, nil
 		}
-		payload, err = st.ring.Open(ctx, tx, tenant, loginPlace(id), payload)
-		return err
-	})
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, openid.ErrNoSessionFound
 	}
-	if err != nil {
-		return nil, err
-	}
-	var sr storedRequest
-	if err := json.Unmarshal(payload, &sr); err != nil {
-		return nil, err
-	}
-	c, err := st.GetClient(ctx, sr.ClientID)
-	if err != nil {
-		return nil, err
-	}
-	return sr.toRequest(c)
+	return nil, openid.ErrNoSessionFound
 }
 
-// DeleteOpenIDConnectSession deletes the login transaction, and with it the identity
-// claims, in the token request's transaction: the moment the app redeems its code.
-func (st *Store) DeleteOpenIDConnectSession(ctx context.Context, code string) error {
-	if scope := scopeFrom(ctx); scope != nil && scope.atomic {
-		return nil // GetOpenIDConnectSession deleted it in this transaction
-	}
-	return st.run(ctx, func(ctx context.Context, tx bun.Tx) error {
-		_, err := tx.ExecContext(ctx, `DELETE FROM login_transactions WHERE code_hash = ?`, hashKey(code))
-		return err
-	})
-}
+// DeleteOpenIDConnectSession has nothing left to do: redeeming the code wiped the
+// claims in this transaction.
+func (st *Store) DeleteOpenIDConnectSession(context.Context, string) error { return nil }
