@@ -45,8 +45,9 @@ func (p *Provider) authorize(w http.ResponseWriter, r *http.Request) {
 		p.authorizeError(ctx, w, r, ar, fosite.ErrInvalidScope.WithHint("The scope openid is required."))
 		return
 	}
-	if ar.GetRequestForm().Get("nonce") == "" {
-		p.authorizeError(ctx, w, r, ar, fosite.ErrInvalidRequest.WithHint("A nonce is required."))
+	// Checked here, before the person logs in, rather than by fosite afterwards.
+	if len(ar.GetRequestForm().Get("nonce")) < fosite.MinParameterEntropy {
+		p.authorizeError(ctx, w, r, ar, fosite.ErrInvalidRequest.WithHintf("A nonce of at least %d characters is required.", fosite.MinParameterEntropy))
 		return
 	}
 	// The stored request must not point back to the (single-use) PAR session.

@@ -40,6 +40,7 @@ type Client struct {
 var (
 	_ fosite.Client              = (*Client)(nil)
 	_ fosite.OpenIDConnectClient = (*Client)(nil)
+	_ fosite.ResponseModeClient  = (*Client)(nil)
 )
 
 func (c *Client) GetID() string                   { return c.ID }
@@ -64,6 +65,11 @@ func (c *Client) GetTokenEndpointAuthSigningAlgorithm() string {
 		return "ES256"
 	}
 	return c.AuthSigningAlg
+}
+
+// GetResponseModes allows response_mode=query (the default for code), nothing else.
+func (c *Client) GetResponseModes() []fosite.ResponseModeType {
+	return []fosite.ResponseModeType{fosite.ResponseModeDefault, fosite.ResponseModeQuery}
 }
 
 // requiresPAR reports whether authorization requests must come through PAR.

@@ -332,3 +332,26 @@ func TestJWKSURIWithRotation(t *testing.T) {
 		t.Fatalf("after the app rotated its key: %d %v", r.Status, r.Body)
 	}
 }
+
+func TestResponseModeQueryAndShortNonce(t *testing.T) {
+	h := newHarness(t)
+	a := h.newApp(nil)
+	f := newFlow(a)
+	f.params.Set("response_mode", "query")
+	if cb := h.authorize(f.params); cb.Query().Get("code") == "" {
+		t.Fatalf("response_mode=query: %v", cb.Query())
+	}
+	f = newFlow(a)
+	f.params.Set("response_mode", "fragment")
+	if cb := h.authorize(f.params); cb.Query().Get("error") == "" && cb.Fragment == "" {
+		t.Fatalf("response_mode=fragment accepted: %s", cb.Redacted())
+	}
+	f = newFlow(a)
+	f.params.Set("nonce", "short")
+	if cb := h.authorize(f.params); cb.Query().Get("error") != "invalid_request" {
+		t.Fatalf("short nonce: %v", cb.Query())
+	}
+	if n := h.countRows("login_transactions", "state = 'started'"); n != 0 {
+		t.Fatalf("a refused request started a login")
+	}
+}
