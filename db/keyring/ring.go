@@ -326,7 +326,9 @@ func (r *Ring) versionKey(ctx context.Context, tx bun.IDB, tenant uuid.UUID, ver
 		return nil, err
 	}
 	if row.settled {
-		r.cache.remember(sqlTx, tenant, version, k, false)
+		// The row's status was read too: an active key also serves this
+		// transaction's Seal without a second query.
+		r.cache.remember(sqlTx, tenant, version, k, row.status == StatusActive)
 	}
 	return k, nil
 }
