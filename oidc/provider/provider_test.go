@@ -355,3 +355,28 @@ func TestResponseModeQueryAndShortNonce(t *testing.T) {
 		t.Fatalf("a refused request started a login")
 	}
 }
+
+func TestRevocation(t *testing.T) {
+	h := newHarness(t)
+	a := h.newApp(nil)
+	b := h.newApp(nil)
+	f := newFlow(a)
+	tok := h.exchange(a, f, h.authorizeViaPAR(a, f).Query().Get("code"))
+	at, _ := tok.Body["access_token"].(string)
+	if at == "" {
+		t.Fatalf("no access token: %v", tok.Body)
+	}
+	// Another tenant's app cannot revoke it (RFC 7009 still answers 200).
+	if r := h.post("/revoke", url.Values{"token": {at}, "token_type_hint": {"access_token"}}, b); r.Status != http.StatusOK {
+		t.Fatalf("foreign revocation: %d %v", r.Status, r.Body)
+	}
+	if n := h.countRows("oauth_requests", "kind = 'access_token'"); n != 1 {
+		t.Fatalf("another tenant's app revoked the token")
+	}
+	if r := h.post("/revoke", url.Values{"token": {at}, "token_type_hint": {"access_token"}}, a); r.Status != http.StatusOK {
+		t.Fatalf("revocation: %d %v", r.Status, r.Body)
+	}
+	if n := h.countRows("oauth_requests", "kind = 'access_token'"); n != 0 {
+		t.Fatalf("revoked token still stored")
+	}
+}
