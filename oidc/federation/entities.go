@@ -256,10 +256,10 @@ type Entities struct {
 	stmts  map[string]cachedStatement
 	stmtSF singleflight.Group
 
-	rtMu   sync.Mutex
-	tlsC   map[appRef]cachedTLS
-	decC   map[decRef]cachedDecryption
-	maxRun int // entries per cache before it is cleared
+	rtMu      sync.Mutex
+	tlsC      map[appRef]cachedTLS
+	decC      map[decRef]cachedDecryption
+	maxCached int // entries per cache before it is cleared
 }
 
 type appRef struct{ tenant, app uuid.UUID }
@@ -281,7 +281,7 @@ func New(d *db.DB, ring *keyring.Ring, opts Options) (*Entities, error) {
 	return &Entities{
 		db: d, ring: ring, opts: o, base: base,
 		stmts: map[string]cachedStatement{}, tlsC: map[appRef]cachedTLS{}, decC: map[decRef]cachedDecryption{},
-		maxRun: 10000,
+		maxCached: 10000,
 	}, nil
 }
 
@@ -290,7 +290,9 @@ func New(d *db.DB, ring *keyring.Ring, opts Options) (*Entities, error) {
 func (e *Entities) EntityID(appKey string) string { return e.opts.PublicBaseURL + "/" + appKey }
 
 // StatementURL returns where the app's entity statement is served.
-func (e *Entities) StatementURL(appKey string) string { return e.EntityID(appKey) + StatementPathSuffix }
+func (e *Entities) StatementURL(appKey string) string {
+	return e.EntityID(appKey) + StatementPathSuffix
+}
 
 // RedirectURI is the redirect URI every app's statement registers.
 func (e *Entities) RedirectURI() string { return e.opts.RedirectURI }

@@ -1,0 +1,286 @@
+package broker
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/ory/fosite"
+	"github.com/uptrace/bun"
+
+	"github.com/azuma/mimoto/db/keyring"
+	"github.com/azuma/mimoto/oidc/provider"
+	"github.com/azuma/mimoto/oidc/telematik"
+	"github.com/azuma/mimoto/oidc/trust"
+)
+
+// upstream is the sealed state of the IdP leg of one login (no identity data).
+type upstream struct {
+	TenantID  uuid.UUID `json:"tenant_id"`
+	AppID     uuid.UUID `json:"app_id"`
+	ClientID  string    `json:"client_id"`
+	EntityID  string    `json:"entity_id"`
+	IdP       string    `json:"idp"`
+	Nonce     string    `json:"nonce"`
+	Verifier  string    `json:"verifier"`
+	ACR       string    `json:"acr"`
+	Scopes    []string  `json:"scopes"`
+	AppScopes []string  `json:"app_scopes"`
+	Started   time.Time `json:"started"`
+}
+
+const cookieName = "mimoto_login"
+
+// Begin starts the GesundheitsID leg: straight to the named IdP (idp_hint), or to
+// the picker page.
+func (b *Broker) Begin(w http.ResponseWriter, r *http.Request, login provider.LoginRequest) {
+	ctx := r.Context()
+	b.event(ctx, login.TenantID, login.AppID, login.TransactionID, "started", "ok", "", "", nil, 0)
+	b.bindBrowser(w, login.TransactionID)
+	if login.IDPHint != "" {
+		if !b.knownIdP(ctx, login.IDPHint) {
+			b.fail(w, r, login.TenantID, login.AppID, login.TransactionID, "", time.Now(),
+				fosite.ErrInvalidRequest.WithHint("idp_hint does not name an IdP of the GesundheitsID federation."),
+				errorf("unknown idp_hint"))
+			return
+		}
+		b.startUpstream(w, r, login, login.IDPHint)
+		return
+	}
+	http.Redirect(w, r, PathSelect+"?login="+url.QueryEscape(b.loginRef(login)), http.StatusSeeOther)
+}
+
+func (b *Broker) knownIdP(ctx context.Context, entityID string) bool {
+	idps, err := b.cfg.Trust.IdPs(ctx)
+	if err != nil {
+		return false
+	}
+	return slices.ContainsFunc(idps, func(i trust.IdP) bool { return i.EntityID == entityID })
+}
+
+// loginRef carries a pending login through the picker: the login request (which may
+// hold a login_hint), encrypted and authenticated with a key derived from the KEK, so
+// it can be neither read nor forged.
+func (b *Broker) loginRef(login provider.LoginRequest) string {
+	raw, _ := json.Marshal(login)
+	return base64.RawURLEncoding.EncodeToString(b.refAEAD.Seal(nil, nil, raw, []byte("login-ref")))
+}
+
+func (b *Broker) parseLoginRef(ref string) (provider.LoginRequest, bool) {
+	var login provider.LoginRequest
+	sealed, err := base64.RawURLEncoding.DecodeString(ref)
+	if err != nil || len(ref) > 8192 {
+		return login, false
+	}
+	raw, err := b.refAEAD.Open(nil, nil, sealed, []byte("login-ref"))
+	if err != nil || json.Unmarshal(raw, &login) != nil {
+		return login, false
+	}
+	return login, true
+}
+
+// bindBrowser ties the login to this browser, so a callback or a picker choice
+// replayed in another browser (login CSRF) is refused.
+func (b *Broker) bindBrowser(w http.ResponseWriter, tx uuid.UUID) {
+	http.SetCookie(w, &http.Cookie{
+		Name: cookieName, Value: keyedHash(b.stateKey, []byte("browser"), tx[:]), Path: "/federation/",
+		HttpOnly: true, Secure: b.cfg.SecureCookies, SameSite: http.SameSiteLaxMode, MaxAge: 900,
+	})
+}
+
+func (b *Broker) browserBound(r *http.Request, tx uuid.UUID) bool {
+	c, err := r.Cookie(cookieName)
+	return err == nil && c.Value == keyedHash(b.stateKey, []byte("browser"), tx[:])
+}
+
+// startUpstream pushes the authorization request to the IdP and sends the browser
+// there.
+func (b *Broker) startUpstream(w http.ResponseWriter, r *http.Request, login provider.LoginRequest, idpID string) {
+	ctx := r.Context()
+	started := b.cfg.Now()
+	fail := func(rfc *fosite.RFC6749Error, reason error) {
+		b.fail(w, r, login.TenantID, login.AppID, login.TransactionID, idpID, started, rfc, reason)
+	}
+	idp, err := b.cfg.Trust.Provider(ctx, idpID)
+	if err != nil {
+		fail(fosite.ErrTemporarilyUnavailable.WithHint("The identity provider cannot be trusted right now."), err)
+		return
+	}
+	appKey, err := b.cfg.Entities.AppKey(ctx, login.TenantID, login.AppID)
+	if err != nil {
+		fail(fosite.ErrServerError.WithHint("The app is not registered in the federation."), err)
+		return
+	}
+	client, err := b.mtls(ctx, login.TenantID, login.AppID)
+	if err != nil {
+		fail(fosite.ErrServerError.WithHint("The app has no federation certificate."), err)
+		return
+	}
+	up := upstream{
+		TenantID: login.TenantID, AppID: login.AppID, ClientID: login.ClientID,
+		EntityID: b.cfg.Entities.EntityID(appKey), IdP: idpID,
+		Nonce: randomToken(), Verifier: randomToken(), ACR: requestedACR(login.ACRValues),
+		Scopes: upstreamScopes(login.Scopes, idp.ScopesSupported), AppScopes: login.Scopes, Started: started,
+	}
+	state := base64.RawURLEncoding.EncodeToString(login.TenantID[:]) + "." + randomToken()
+	challenge := sha256.Sum256([]byte(up.Verifier))
+	form := url.Values{
+		"client_id": {up.EntityID}, "response_type": {"code"}, "redirect_uri": {b.cfg.Entities.RedirectURI()},
+		"state": {state}, "nonce": {up.Nonce}, "scope": {strings.Join(up.Scopes, " ")},
+		"code_challenge": {base64.RawURLEncoding.EncodeToString(challenge[:])}, "code_challenge_method": {"S256"},
+		"acr_values": {up.ACR},
+	}
+	if login.LoginHint != "" {
+		form.Set("login_hint", login.LoginHint)
+	}
+	if login.Prompt != "" {
+		form.Set("prompt", login.Prompt)
+	}
+	if err := b.saveUpstream(ctx, login.TransactionID, state, up); err != nil {
+		fail(fosite.ErrServerError, err)
+		return
+	}
+	var par struct {
+		RequestURI string `json:"request_uri"`
+		Error      string `json:"error"`
+	}
+	status, err := postForm(ctx, client, idp.PAREndpoint, form, &par)
+	if err != nil {
+		fail(fosite.ErrTemporarilyUnavailable.WithHint("The identity provider does not answer."), err)
+		return
+	}
+	if status != http.StatusCreated || par.RequestURI == "" {
+		fail(fosite.ErrServerError.WithHint("The identity provider refused the login request."),
+			errorf("PAR at %s answered %d %s", idp.EntityID, status, par.Error))
+		return
+	}
+	b.event(ctx, login.TenantID, login.AppID, login.TransactionID, "idp_redirect", "ok", idpID, up.ACR, nil, time.Since(started))
+	auth, _ := url.Parse(idp.AuthorizationEndpoint)
+	q := auth.Query()
+	q.Set("client_id", up.EntityID)
+	q.Set("request_uri", par.RequestURI)
+	auth.RawQuery = q.Encode()
+	http.Redirect(w, r, auth.String(), http.StatusSeeOther)
+}
+
+func requestedACR(values []string) string {
+	if slices.Contains(values, telematik.ACRHigh) || !slices.Contains(values, telematik.ACRSubstantial) {
+		return telematik.ACRHigh
+	}
+	return telematik.ACRSubstantial
+}
+
+// upstreamScopes asks the IdP for what the app asked (and the KVNR, from which the
+// app's stable subject is derived), limited to what the IdP offers.
+func upstreamScopes(app, supported []string) []string {
+	out := []string{"openid", telematik.ScopeVersicherter}
+	for _, s := range app {
+		if _, ok := telematik.ScopeClaims[s]; ok && !slices.Contains(out, s) {
+			if len(supported) == 0 || slices.Contains(supported, s) {
+				out = append(out, s)
+			}
+		}
+	}
+	return out
+}
+
+func upstreamPlace(tx uuid.UUID) keyring.Place {
+	return keyring.Place{Table: "login_transactions", Row: tx.String(), Column: "upstream_payload"}
+}
+
+func (b *Broker) saveUpstream(ctx context.Context, tx uuid.UUID, state string, up upstream) error {
+	raw, err := json.Marshal(up)
+	if err != nil {
+		return err
+	}
+	return b.cfg.DB.InTenant(ctx, up.TenantID, func(ctx context.Context, btx bun.Tx) error {
+		sealed, err := b.cfg.Ring.Seal(ctx, btx, up.TenantID, upstreamPlace(tx), raw)
+		if err != nil {
+			return err
+		}
+		res, err := btx.ExecContext(ctx, `UPDATE login_transactions SET idp_entity_id = ?, upstream_state_hash = ?, upstream_payload = ?
+			WHERE id = ? AND state = 'started' AND expires_at > now()`, up.IdP, hashBytes(state), sealed, tx)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			return errors.New("login transaction not open")
+		}
+		return nil
+	})
+}
+
+// loadUpstream finds the login of a callback by its state.
+func (b *Broker) loadUpstream(ctx context.Context, state string) (uuid.UUID, upstream, error) {
+	var (
+		up   upstream
+		txID uuid.UUID
+	)
+	prefix, _, ok := strings.Cut(state, ".")
+	rawTenant, err := base64.RawURLEncoding.DecodeString(prefix)
+	if !ok || err != nil || len(rawTenant) != 16 || len(state) > 256 {
+		return txID, up, errorf("malformed state")
+	}
+	tenant, _ := uuid.FromBytes(rawTenant)
+	err = b.cfg.DB.InTenant(ctx, tenant, func(ctx context.Context, tx bun.Tx) error {
+		var sealed []byte
+		if err := tx.NewRaw(`SELECT id, upstream_payload FROM login_transactions
+			WHERE upstream_state_hash = ? AND state = 'started' AND expires_at > now()`, hashBytes(state)).
+			Scan(ctx, &txID, &sealed); err != nil {
+			return err
+		}
+		raw, err := b.cfg.Ring.Open(ctx, tx, tenant, upstreamPlace(txID), sealed)
+		if err != nil {
+			return err
+		}
+		return json.Unmarshal(raw, &up)
+	})
+	return txID, up, err
+}
+
+func postForm(ctx context.Context, c *http.Client, endpoint string, form url.Values, out any) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, strings.NewReader(form.Encode()))
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(http.MaxBytesReader(nil, resp.Body, 1<<20)).Decode(out); err != nil {
+		return resp.StatusCode, fmt.Errorf("decoding answer of %s: %w", endpoint, err)
+	}
+	return resp.StatusCode, nil
+}
+
+// fail ends the login with an OAuth error for the app, logs the reason (never
+// identity data) and records the failed step.
+func (b *Broker) fail(w http.ResponseWriter, r *http.Request, tenant, app, tx uuid.UUID, idp string, started time.Time, rfc *fosite.RFC6749Error, reason error) {
+	b.cfg.Logger.WarnContext(r.Context(), "GesundheitsID login failed", "error", rfc.ErrorField, "idp", idp, "reason", reason.Error())
+	b.event(r.Context(), tenant, app, tx, "failed", rfc.ErrorField, idp, "", nil, time.Since(started))
+	b.p.Fail(w, r, tenant, tx, rfc)
+}
+
+// event writes one pseudonymised meta-data row (TOM §7): no identity data in clear.
+func (b *Broker) event(ctx context.Context, tenant, app, tx uuid.UUID, step, outcome, idp, acr string, pseudonym []byte, d time.Duration) {
+	err := b.cfg.DB.InTenant(context.WithoutCancel(ctx), tenant, func(ctx context.Context, btx bun.Tx) error {
+		_, err := btx.ExecContext(ctx, `INSERT INTO login_events
+			(tenant_id, app_id, transaction_id, step, outcome, idp_entity_id, acr, pseudonym, duration_ms)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, tenant, app, tx, step, outcome, idp, acr, pseudonym, d.Milliseconds())
+		return err
+	})
+	if err != nil {
+		b.cfg.Logger.ErrorContext(ctx, "recording login event", "step", step, "error", err.Error())
+	}
+}
