@@ -2,15 +2,19 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
+	jose "github.com/go-jose/go-jose/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -34,7 +38,14 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return runService(ctx, service{cfg: cfg, log: log, kek: kek, databaseURL: cfg.Database.URL, issuer: cfg.PublicURL})
+	fed, err := federationFromConfig(cfg)
+	if err != nil {
+		return err
+	}
+	if fed == nil {
+		log.Warn("no GesundheitsID federation configured (federation.master_entity_id): logins answer temporarily_unavailable")
+	}
+	return runService(ctx, service{cfg: cfg, log: log, kek: kek, databaseURL: cfg.Database.URL, issuer: cfg.PublicURL, federation: fed})
 }
 
 func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
@@ -78,6 +89,7 @@ type service struct {
 	kek         *keyring.KEK
 	databaseURL string
 	issuer      string
+	federation  *federationSetup
 	// onListening, if set, is called once the listeners are bound.
 	onListening func(public, admin string)
 }
@@ -103,7 +115,7 @@ func runService(ctx context.Context, s service) error {
 	defer database.Close()
 	reg.MustRegister(newPoolCollector(database))
 
-	app, err := newAppServices(s, database)
+	app, err := newAppServices(s, database, s.federation)
 	if err != nil {
 		return err
 	}
@@ -120,7 +132,7 @@ func runService(ctx context.Context, s service) error {
 
 	public := httpserver.NewPublicMux(ready)
 	public.HandleFunc("/", notFound)
-	app.provider.Mount(public)
+	app.mount(public)
 	srv, err := httpserver.New(httpserver.Config{
 		PublicAddr:    s.cfg.PublicAddr,
 		Public:        public,
@@ -223,4 +235,33 @@ func notFound(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusNotFound)
 	_, _ = io.WriteString(w, `{"error":"not_found"}`+"\n")
+}
+
+// federationFromConfig reads the pinned master keys and ID-token CA; nil when no
+// federation is configured.
+func federationFromConfig(cfg *config.Config) (*federationSetup, error) {
+	f := cfg.Federation
+	if f.MasterEntityID == "" {
+		return nil, nil
+	}
+	raw, err := os.ReadFile(f.MasterJWKSFile)
+	if err != nil {
+		return nil, &config.Error{Setting: setting("federation.master_jwks_file"), Problem: err.Error()}
+	}
+	var keys jose.JSONWebKeySet
+	if err := json.Unmarshal(raw, &keys); err != nil || len(keys.Keys) == 0 {
+		return nil, &config.Error{Setting: setting("federation.master_jwks_file"), Problem: "not a JWKS with at least one key"}
+	}
+	pem, err := os.ReadFile(f.IDTokenCAFile)
+	if err != nil {
+		return nil, &config.Error{Setting: setting("federation.id_token_ca_file"), Problem: err.Error()}
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(pem) {
+		return nil, &config.Error{Setting: setting("federation.id_token_ca_file"), Problem: "no PEM certificate in it"}
+	}
+	return &federationSetup{
+		masterEntityID: f.MasterEntityID, masterKeys: keys, idTokenRoots: roots,
+		httpClient: &http.Client{Timeout: f.Timeout},
+	}, nil
 }

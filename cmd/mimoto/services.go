@@ -2,17 +2,25 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
+	"net/http"
+	"strings"
 	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
 
 	"github.com/riverqueue/river"
 
 	"github.com/azuma/mimoto/db"
 	"github.com/azuma/mimoto/db/keyring"
 	"github.com/azuma/mimoto/jobs"
+	"github.com/azuma/mimoto/oidc/broker"
+	"github.com/azuma/mimoto/oidc/federation"
 	"github.com/azuma/mimoto/oidc/provider"
 	"github.com/azuma/mimoto/oidc/signing"
 	"github.com/azuma/mimoto/oidc/telematik"
+	"github.com/azuma/mimoto/oidc/trust"
 )
 
 // Purposes of keys derived from the KEK; changing one invalidates what it protects.
@@ -27,11 +35,24 @@ type appServices struct {
 	keys     *signing.Store
 	secrets  *provider.SecretHasher
 	provider *provider.Provider
+	entities *federation.Entities // nil without a federation
+	broker   *broker.Broker       // nil without a federation
 	jobs     *jobs.Client
 	started  bool
 }
 
-func newAppServices(s service, database *db.DB) (*appServices, error) {
+// federationSetup is how mimoto reaches the GesundheitsID federation: the real one
+// (serve, from configuration) or the simulated one (dev).
+type federationSetup struct {
+	masterEntityID string
+	masterKeys     jose.JSONWebKeySet
+	httpClient     *http.Client   // for federation statements
+	rootCAs        *x509.CertPool // the IdPs' TLS roots; nil: system roots
+	idTokenRoots   *x509.CertPool
+	allowHTTP      bool // dev on plain-HTTP loopback
+}
+
+func newAppServices(s service, database *db.DB, fed *federationSetup) (*appServices, error) {
 	ring, err := keyring.New(s.kek)
 	if err != nil {
 		return nil, err
@@ -48,9 +69,34 @@ func newAppServices(s service, database *db.DB) (*appServices, error) {
 	if err != nil {
 		return nil, err
 	}
-	prov, err := provider.New(provider.Config{
+	app := &appServices{ring: ring, keys: keys, secrets: secrets}
+	var auth provider.Authenticator
+	if fed != nil {
+		if app.entities, err = federation.New(database, ring, federation.Options{
+			PublicBaseURL: s.issuer, MasterEntityID: fed.masterEntityID, AllowHTTPLoopback: fed.allowHTTP, Logger: s.log,
+		}); err != nil {
+			return nil, err
+		}
+		resolver, err := trust.New(trust.Config{
+			MasterEntityID: fed.masterEntityID, MasterKeys: fed.masterKeys, HTTPClient: fed.httpClient,
+			ClockSkew: s.cfg.Federation.ClockSkew, Logger: s.log,
+		})
+		if err != nil {
+			return nil, err
+		}
+		if app.broker, err = broker.New(broker.Config{
+			DB: database, Ring: ring, Entities: app.entities, Trust: resolver, KEK: s.kek,
+			RootCAs: fed.rootCAs, IDTokenRoots: fed.idTokenRoots, ClockSkew: s.cfg.Federation.ClockSkew,
+			Timeout: s.cfg.Federation.Timeout, SecureCookies: strings.HasPrefix(s.issuer, "https://"), Logger: s.log,
+		}); err != nil {
+			return nil, err
+		}
+		auth = app.broker
+	}
+	app.provider, err = provider.New(provider.Config{
 		Issuer: s.issuer, DB: database, Ring: ring, Keys: keys, Secrets: secrets, HMACSecret: hmacKey,
-		Logger: s.log, Scopes: telematik.Scopes, Claims: telematik.Claims(),
+		Authenticator: auth, Logger: s.log, Scopes: telematik.Scopes, Claims: telematik.Claims(),
+		LoginLifespan: s.cfg.Login.MaxLifetime,
 	})
 	if err != nil {
 		return nil, err
@@ -58,18 +104,25 @@ func newAppServices(s service, database *db.DB) (*appServices, error) {
 	workers := river.NewWorkers()
 	river.AddWorker(workers, &jobs.SweepWorker{DB: database})
 	river.AddWorker(workers, jobs.NewSigningKeyRotationWorker(keys))
-	client, err := jobs.NewClient(database, jobs.Options{
-		Workers: workers,
-		Periodic: []*river.PeriodicJob{
-			jobs.SweepPeriodic(time.Minute),
-			jobs.SigningKeyRotationPeriodic(time.Hour),
-		},
-		Logger: s.log,
-	})
-	if err != nil {
+	periodic := []*river.PeriodicJob{jobs.SweepPeriodic(time.Minute), jobs.SigningKeyRotationPeriodic(time.Hour)}
+	if app.broker != nil {
+		app.broker.SetProvider(app.provider)
+		river.AddWorker(workers, federation.NewRotationWorker(app.entities))
+		periodic = append(periodic, federation.RotationPeriodic(time.Hour))
+	}
+	if app.jobs, err = jobs.NewClient(database, jobs.Options{Workers: workers, Periodic: periodic, Logger: s.log}); err != nil {
 		return nil, err
 	}
-	return &appServices{ring: ring, keys: keys, secrets: secrets, provider: prov, jobs: client}, nil
+	return app, nil
+}
+
+// mount registers the public routes of the services.
+func (a *appServices) mount(mux *http.ServeMux) {
+	a.provider.Mount(mux)
+	if a.broker != nil {
+		a.broker.Mount(mux)
+		mux.Handle("GET /{appKey}"+federation.StatementPathSuffix, a.entities.Handler())
+	}
 }
 
 func newSecretHasher(kek *keyring.KEK) (*provider.SecretHasher, error) {

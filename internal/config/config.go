@@ -54,6 +54,18 @@ type Config struct {
 	Log struct {
 		Level string `koanf:"level"`
 	} `koanf:"log"`
+
+	Federation struct {
+		MasterEntityID string        `koanf:"master_entity_id"`
+		MasterJWKSFile string        `koanf:"master_jwks_file"`
+		IDTokenCAFile  string        `koanf:"id_token_ca_file"`
+		ClockSkew      time.Duration `koanf:"clock_skew"`
+		Timeout        time.Duration `koanf:"timeout"`
+	} `koanf:"federation"`
+
+	Login struct {
+		MaxLifetime time.Duration `koanf:"max_lifetime"`
+	} `koanf:"login"`
 }
 
 // Setting describes one configuration key.
@@ -94,6 +106,12 @@ var Settings = []Setting{
 	{Key: "tls.acme_cache_dir", Help: "directory where ACME keys and certificates are kept"},
 	{Key: "tls.http_addr", Help: "optional plain-HTTP listener for ACME HTTP-01 challenges and redirects to https"},
 	{Key: "log.level", Default: "info", Help: "debug | info | warn | error"},
+	{Key: "federation.master_entity_id", Help: "entity id of the GesundheitsID federation master (https; per environment); without it logins answer temporarily_unavailable"},
+	{Key: "federation.master_jwks_file", Help: "the federation master's public JWKS (JSON), pinned: the trust anchor of every IdP"},
+	{Key: "federation.id_token_ca_file", Help: "PEM CA certificate(s) of the TI component PKI that must issue the IdPs' ID-token certificates (x5c)"},
+	{Key: "federation.clock_skew", Default: "60s", Help: "clock skew tolerated on ID tokens from IdPs (at most 90s)"},
+	{Key: "federation.timeout", Default: "10s", Help: "time limit of each call to the federation and to an IdP"},
+	{Key: "login.max_lifetime", Default: "10m", Help: "longest time a login may take; the login transaction (with any identity data) is deleted after it"},
 }
 
 // Error is a configuration problem; main exits with status 2 on it.
@@ -281,6 +299,7 @@ func (c *Config) validate(mode Mode) []error {
 			errs = append(errs, problem("database.owner_url", "%v", err))
 		}
 	case ModeServe:
+		errs = append(errs, c.validateFederation()...)
 		if c.Database.URL == "" {
 			errs = append(errs, problem("database.url", "missing"))
 		} else if err := checkPostgresURL(c.Database.URL); err != nil {
@@ -307,6 +326,47 @@ func (c *Config) validate(mode Mode) []error {
 		}
 	}
 	return errs
+}
+
+// validateFederation refuses, outside dev, a half-configured federation and the
+// simulated one (which lives on loopback over plain or self-issued TLS).
+func (c *Config) validateFederation() []error {
+	var errs []error
+	f := c.Federation
+	if f.ClockSkew < 0 || f.ClockSkew > 90*time.Second {
+		errs = append(errs, problem("federation.clock_skew", "%s is outside 0..90s", f.ClockSkew))
+	}
+	if f.Timeout <= 0 || f.Timeout > time.Minute {
+		errs = append(errs, problem("federation.timeout", "%s is outside (0, 1m]", f.Timeout))
+	}
+	if c.Login.MaxLifetime < time.Minute || c.Login.MaxLifetime > time.Hour {
+		errs = append(errs, problem("login.max_lifetime", "%s is outside 1m..1h", c.Login.MaxLifetime))
+	}
+	if f.MasterEntityID == "" {
+		return errs
+	}
+	u, err := url.Parse(f.MasterEntityID)
+	switch {
+	case err != nil || u.Scheme != "https" || u.Host == "":
+		errs = append(errs, problem("federation.master_entity_id", "%q must be an https URL", f.MasterEntityID))
+	case isLoopback(u.Hostname()):
+		errs = append(errs, problem("federation.master_entity_id", "%q is on loopback: the simulated federation is for `mimoto dev` and tests only", f.MasterEntityID))
+	}
+	if f.MasterJWKSFile == "" {
+		errs = append(errs, problem("federation.master_jwks_file", "missing: the master's key must be pinned"))
+	}
+	if f.IDTokenCAFile == "" {
+		errs = append(errs, problem("federation.id_token_ca_file", "missing: the ID-token certificate CA must be pinned"))
+	}
+	return errs
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func (c *Config) validateTLS() []error {

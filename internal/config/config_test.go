@@ -107,3 +107,21 @@ func TestMigrateNeedsOwnerURL(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+func TestServeRefusesSimulatedFederation(t *testing.T) {
+	base := []string{"--tls-mode=proxy", "--kek-file=/k", "--public-url=https://login.example.com", "--federation-master-jwks-file=/m", "--federation-id-token-ca-file=/c"}
+	env := "MIMOTO_DATABASE_URL=postgres://mimoto_app@db/mimoto"
+	for _, master := range []string{"https://127.0.0.1:9443", "http://fed.example", "https://localhost:1"} {
+		_, err := load(t, config.ModeServe, append(base, "--federation-master-entity-id="+master), env)
+		if err == nil || !strings.Contains(err.Error(), "federation.master_entity_id") {
+			t.Errorf("master %s accepted: %v", master, err)
+		}
+	}
+	if _, err := load(t, config.ModeServe, append(base, "--federation-master-entity-id=https://app-test.federationmaster.de"), env); err != nil {
+		t.Errorf("real master refused: %v", err)
+	}
+	_, err := load(t, config.ModeServe, []string{"--tls-mode=proxy", "--kek-file=/k", "--public-url=https://x.example", "--federation-master-entity-id=https://fed.example"}, env)
+	if err == nil || !strings.Contains(err.Error(), "federation.master_jwks_file") || !strings.Contains(err.Error(), "federation.id_token_ca_file") {
+		t.Errorf("unpinned master accepted: %v", err)
+	}
+}

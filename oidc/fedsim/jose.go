@@ -24,7 +24,6 @@ const (
 	ctEntityStatement = "application/entity-statement+jwt"
 	ctJWKSet          = "application/jwk-set+json"
 	ctJWT             = "application/jwt"
-	ctJSON            = "application/json"
 )
 
 // maxFetch bounds what the simulator reads from another party: statements are a few

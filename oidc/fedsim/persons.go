@@ -18,23 +18,24 @@ const (
 
 // Person is a test insured person. The fields are the claim values of the "Scopes and
 // claims" table in GESUNDHEITSID.md; they are fake, and the simulator logs none of them.
+// The JSON names match test_persons of mimoto dev's credentials file (DESIGN.md).
 type Person struct {
-	KVNR         string // urn:telematik:claims:id, ^[A-Z][0-9]{9}$
-	Organization string // urn:telematik:claims:organization, the insurer's 9-digit IK
-	GivenName    string
-	FamilyName   string
-	DisplayName  string
-	Birthdate    string // YYYY-MM-DD, the "birthdate" claim
+	KVNR         string `json:"kvnr"`         // urn:telematik:claims:id, ^[A-Z][0-9]{9}$
+	Organization string `json:"organization"` // urn:telematik:claims:organization, the insurer's 9-digit IK
+	GivenName    string `json:"given_name"`
+	FamilyName   string `json:"family_name"`
+	DisplayName  string `json:"display_name"`
+	Birthdate    string `json:"birthdate"` // YYYY-MM-DD, the "birthdate" claim
 	// Alter is urn:telematik:claims:alter (age in years, as a string). Leave it empty
 	// to have it computed from Birthdate on the simulator clock at each login, so that
 	// age checks stay right however far a test moves the clock.
-	Alter      string
-	Geschlecht string // M, W, D or X
-	Email      string
+	Alter      string `json:"alter,omitempty"`
+	Geschlecht string `json:"geschlecht"` // M, W, D or X
+	Email      string `json:"email"`
 	// AuthMethod is the amr value of this person's logins (AuthEGK if empty). A person
 	// using AuthMEW (an app, level substantial) logs in with the eGK when an app asks
 	// for gematik-ehealth-loa-high, as a real insured person would have to.
-	AuthMethod string
+	AuthMethod string `json:"auth_method,omitempty"`
 }
 
 // DefaultPersons are the built-in test persons. Their KVNRs carry a valid check digit

@@ -5,9 +5,10 @@ import (
 	"encoding/json"
 	"io"
 	"sort"
-	"strings"
 	"testing"
 	"time"
+
+	"github.com/azuma/mimoto/db/dbtest"
 )
 
 func keys(m map[string]any) []string {
@@ -34,44 +35,16 @@ func unsignedAssertion(clientID, aud string) string {
 	return base64.RawURLEncoding.EncodeToString(h) + "." + base64.RawURLEncoding.EncodeToString(c) + "."
 }
 
-// assertNoIdentityData scans every text, json and bytea column of every table for
-// the test person's values (the DESIGN.md deletion rule).
+// assertNoIdentityData scans the whole database for the test person's values (the
+// DESIGN.md deletion rule).
 func (h *harness) assertNoIdentityData() {
 	h.t.Helper()
-	conn := h.ownerDB()
-	defer conn.Close()
-	rows, err := conn.Query(`SELECT table_schema, table_name, column_name, data_type FROM information_schema.columns
-		WHERE table_schema IN ('public', 'river') AND data_type IN ('text', 'jsonb', 'json', 'bytea', 'character varying', 'ARRAY')`)
-	if err != nil {
-		h.t.Fatal(err)
+	var values []string
+	for _, v := range testPerson {
+		values = append(values, v.(string))
 	}
-	type col struct{ schema, table, column, typ string }
-	var cols []col
-	for rows.Next() {
-		var c col
-		if err := rows.Scan(&c.schema, &c.table, &c.column, &c.typ); err != nil {
-			h.t.Fatal(err)
-		}
-		cols = append(cols, c)
-	}
-	rows.Close()
-	for _, c := range cols {
-		for _, v := range testPerson {
-			needle := v.(string)
-			var n int
-			// bytea is searched as bytes; everything else as its text form.
-			cond := `position($1 in "` + c.column + `"::text) > 0`
-			if c.typ == "bytea" {
-				cond = `position(convert_to($1, 'UTF8') in "` + c.column + `") > 0`
-			}
-			q := `SELECT count(*) FROM "` + c.schema + `"."` + c.table + `" WHERE ` + cond
-			if err := conn.QueryRow(q, needle).Scan(&n); err != nil {
-				h.t.Fatalf("scanning %s.%s: %v", c.table, c.column, err)
-			}
-			if n > 0 && !strings.HasPrefix(c.table, "pg_") {
-				h.t.Errorf("identity value found in %s.%s", c.table, c.column)
-			}
-		}
+	if hits := dbtest.FindValues(h.t, h.db, values...); len(hits) > 0 {
+		h.t.Errorf("identity values found in %v", hits)
 	}
 }
 

@@ -1,0 +1,2 @@
+//go:debug fips140=on
+package broker_test
