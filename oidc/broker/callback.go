@@ -71,6 +71,11 @@ func (b *Broker) callback(w http.ResponseWriter, r *http.Request) {
 		fail(fosite.ErrTemporarilyUnavailable.WithHint("The identity provider does not answer."), err)
 		return
 	}
+	if status >= 500 {
+		fail(fosite.ErrTemporarilyUnavailable.WithHint("The identity provider is not available."),
+			errorf("token endpoint of %s answered %d %s", idp.EntityID, status, tok.Error))
+		return
+	}
 	if status != http.StatusOK || tok.IDToken == "" {
 		fail(fosite.ErrServerError.WithHint("The identity provider refused to issue the ID token."),
 			errorf("token endpoint of %s answered %d %s", idp.EntityID, status, tok.Error))

@@ -158,6 +158,11 @@ func (b *Broker) startUpstream(w http.ResponseWriter, r *http.Request, login pro
 		fail(fosite.ErrTemporarilyUnavailable.WithHint("The identity provider does not answer."), err)
 		return
 	}
+	if status >= 500 {
+		fail(fosite.ErrTemporarilyUnavailable.WithHint("The identity provider is not available."),
+			errorf("PAR at %s answered %d %s", idp.EntityID, status, par.Error))
+		return
+	}
 	if status != http.StatusCreated || par.RequestURI == "" {
 		fail(fosite.ErrServerError.WithHint("The identity provider refused the login request."),
 			errorf("PAR at %s answered %d %s", idp.EntityID, status, par.Error))
