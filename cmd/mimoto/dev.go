@@ -13,11 +13,17 @@ import (
 	"os"
 	"path/filepath"
 
+	jose "github.com/go-jose/go-jose/v4"
 	"github.com/jackc/pgx/v5"
+	"github.com/uptrace/bun"
 
 	"github.com/azuma/mimoto/db"
+	"github.com/azuma/mimoto/db/keyring"
 	"github.com/azuma/mimoto/internal/config"
 	"github.com/azuma/mimoto/internal/devpg"
+	"github.com/azuma/mimoto/oidc/federation"
+	"github.com/azuma/mimoto/oidc/fedsim"
+	"github.com/azuma/mimoto/oidc/telematik"
 )
 
 // runDev is the newcomer's start (`make run`): it finds or starts PostgreSQL, creates
@@ -69,30 +75,71 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	seed, err := seedDemo(ctx, database, secrets)
+	issuer := "http://" + cfg.PublicAddr
+	seed, err := seedDemo(ctx, database, secrets, "http://"+cfg.DevDemo+"/callback")
+	if err != nil {
+		database.Close()
+		return fmt.Errorf("seeding demo data: %w", err)
+	}
+
+	// The simulated GesundheitsID federation, with the demo app registered at it.
+	sim, err := fedsim.New(fedsim.Options{BasePort: cfg.DevFedPort, AllowHTTPRelyingParties: true, Logger: log})
+	if err != nil {
+		database.Close()
+		return fmt.Errorf("simulated federation: %w", err)
+	}
+	if err := sim.Start(ctx); err != nil {
+		database.Close()
+		return fmt.Errorf("simulated federation: %w", err)
+	}
+	defer sim.Close()
+	// Browsers and scripts trust the simulator's TLS through this file.
+	caFile := filepath.Join(dataDir, "fedsim-ca.pem")
+	if err := os.WriteFile(caFile, sim.RootCAPEM(), 0o644); err != nil {
+		database.Close()
+		return err
+	}
+	fed := &federationSetup{
+		masterEntityID: sim.MasterEntityID(), masterKeys: jose.JSONWebKeySet{Keys: []jose.JSONWebKey{sim.MasterPublicJWK()}},
+		httpClient: sim.HTTPClient(), rootCAs: sim.RootCAs(), idTokenRoots: sim.IDTokenCARoots(), allowHTTP: true,
+	}
+	entityID, err := registerDemoEntity(ctx, database, kek, issuer, seed, sim)
 	database.Close()
 	if err != nil {
-		return fmt.Errorf("seeding demo data: %w", err)
+		return fmt.Errorf("registering the demo app in the simulated federation: %w", err)
+	}
+	demoURL, err := serveDemoApp(ctx, cfg.DevDemo, &demoApp{issuer: issuer, clientID: seed.ClientID, secret: seed.ClientSecret, redirectURI: seed.RedirectURI})
+	if err != nil {
+		return fmt.Errorf("demo app on %s: %w", cfg.DevDemo, err)
 	}
 
 	credsPath := filepath.Join(dataDir, "dev-credentials.json")
 	return runService(ctx, service{
-		cfg: cfg, log: log, kek: kek, databaseURL: appURL, issuer: "http://" + cfg.PublicAddr,
+		cfg: cfg, log: log, kek: kek, databaseURL: appURL, issuer: issuer, federation: fed,
 		onListening: func(public, admin string) {
 			creds := devCredentials{
 				Issuer:      "http://" + public,
 				AdminURL:    "http://" + admin,
 				DatabaseURL: appURL,
 				Tenant:      devTenant{ID: seed.TenantID.String(), Name: seed.TenantName},
-				App:         devApp{ClientID: seed.ClientID, ClientSecret: seed.ClientSecret, RedirectURI: seed.RedirectURI},
-				PortalUser:  devPortalUser{Email: seed.Email, Password: seed.Password},
+				App: devApp{ClientID: seed.ClientID, ClientSecret: seed.ClientSecret, RedirectURI: seed.RedirectURI,
+					EntityID: entityID, DemoURL: demoURL},
+				PortalUser:       devPortalUser{Email: seed.Email, Password: seed.Password},
+				FederationMaster: sim.MasterEntityID(),
+				FederationCAFile: caFile,
+			}
+			for _, i := range sim.IdPs() {
+				creds.IdPs = append(creds.IdPs, devIdP{EntityID: i.EntityID, Name: i.OrganizationName, Default: i.Default})
+			}
+			for _, p := range sim.Persons() {
+				creds.TestPersons = append(creds.TestPersons, devPerson{KVNR: p.KVNR, GivenName: p.GivenName, FamilyName: p.FamilyName, Birthdate: p.Birthdate})
 			}
 			if err := writeCredentials(credsPath, creds); err != nil {
 				log.Error("writing dev credentials", "path", credsPath, "error", err.Error())
 				return
 			}
-			fmt.Fprintf(stdout, "\nmimoto dev is running (PostgreSQL: %s)\n  public  %s  (try %s/healthz)\n  admin   %s  (/readyz, /metrics)\n  credentials for the demo tenant, app and portal user: %s\n\n",
-				pg.Source, creds.Issuer, creds.Issuer, creds.AdminURL, credsPath)
+			fmt.Fprintf(stdout, "\nmimoto dev is running (PostgreSQL: %s)\n  demo app  %s  (log in with a simulated GesundheitsID)\n  public    %s  (discovery: %s/.well-known/openid-configuration)\n  admin     %s  (/readyz, /metrics)\n  federation (simulated) %s\n  credentials for the demo tenant, app, portal user, IdPs and test persons: %s\n\n",
+				pg.Source, demoURL, creds.Issuer, creds.Issuer, creds.AdminURL, sim.MasterEntityID(), credsPath)
 		},
 	})
 }
@@ -147,6 +194,12 @@ type devCredentials struct {
 	Tenant      devTenant     `json:"tenant"`
 	App         devApp        `json:"app"`
 	PortalUser  devPortalUser `json:"portal_user"`
+	IdPs        []devIdP      `json:"idps"`
+	TestPersons []devPerson   `json:"test_persons"`
+	// The simulated federation: its master, and the CA that issued its TLS
+	// certificates (import it into a browser to avoid warnings on the IdP pages).
+	FederationMaster string `json:"federation_master"`
+	FederationCAFile string `json:"federation_ca_file"`
 }
 
 type devTenant struct {
@@ -158,6 +211,21 @@ type devApp struct {
 	ClientID     string `json:"client_id"`
 	ClientSecret string `json:"client_secret"`
 	RedirectURI  string `json:"redirect_uri"`
+	EntityID     string `json:"entity_id"`
+	DemoURL      string `json:"demo_url"`
+}
+
+type devIdP struct {
+	EntityID string `json:"entity_id"`
+	Name     string `json:"name"`
+	Default  bool   `json:"default"`
+}
+
+type devPerson struct {
+	KVNR       string `json:"kvnr"`
+	GivenName  string `json:"given_name"`
+	FamilyName string `json:"family_name"`
+	Birthdate  string `json:"birthdate"`
 }
 
 type devPortalUser struct {
@@ -197,4 +265,29 @@ func runDevPostgres(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	fmt.Fprintln(stdout, pg.URL)
 	return nil
+}
+
+// registerDemoEntity gives the demo app its federation entity (keys, certificate)
+// and registers it with the simulated federation master, as an operator would with
+// gematik.
+func registerDemoEntity(ctx context.Context, d *db.DB, kek *keyring.KEK, issuer string, seed demoSeed, sim *fedsim.Federation) (string, error) {
+	ring, err := keyring.New(kek)
+	if err != nil {
+		return "", err
+	}
+	entities, err := federation.New(d, ring, federation.Options{PublicBaseURL: issuer, MasterEntityID: sim.MasterEntityID(), AllowHTTPLoopback: true})
+	if err != nil {
+		return "", err
+	}
+	if err := d.InTenant(ctx, seed.TenantID, func(ctx context.Context, tx bun.Tx) error {
+		return entities.Provision(ctx, tx, seed.TenantID, seed.AppID)
+	}); err != nil {
+		return "", err
+	}
+	key, err := entities.AppKey(ctx, seed.TenantID, seed.AppID)
+	if err != nil {
+		return "", err
+	}
+	entityID := entities.EntityID(key)
+	return entityID, sim.RegisterRP(entityID, []string{entities.RedirectURI()}, telematik.Scopes)
 }

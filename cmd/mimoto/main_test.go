@@ -3,12 +3,16 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/cookiejar"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -272,7 +276,8 @@ func TestDevSeedsAndServes(t *testing.T) {
 		}
 	})
 	public, admin := freeAddr(t), freeAddr(t)
-	rs := startCommand(t, "dev", "--data-dir", dataDir, "--dev-database", dbName, "--public-addr", public, "--admin-addr", admin)
+	rs := startCommand(t, "dev", "--data-dir", dataDir, "--dev-database", dbName, "--public-addr", public, "--admin-addr", admin,
+		"--dev-demo-addr", freeAddr(t), "--dev-federation-base-port", "0")
 
 	credsPath := filepath.Join(dataDir, "dev-credentials.json")
 	waitFor(t, "credentials file", 60*time.Second, func() bool { _, err := os.Stat(credsPath); return err == nil })
@@ -320,45 +325,86 @@ func TestDevSeedsAndServes(t *testing.T) {
 		t.Fatal("the dev password reached the log")
 	}
 
-	// The OIDC provider is up for the demo app: discovery, JWKS (active + next key),
-	// PAR with the seeded secret; with no identity provider connected yet, the login
-	// ends in a clear OAuth error at the app's redirect URI.
+	// The whole brokered login for the demo app against the simulated federation:
+	// PAR with the seeded secret, naming the IdP and the test person so the
+	// simulator completes without interaction, the browser leg, the code exchange.
 	issuer := creds["issuer"].(string)
 	if c, body := get(issuer + "/.well-known/openid-configuration"); c != 200 || !strings.Contains(body, `"issuer":"`+issuer+`"`) {
 		t.Fatalf("discovery: %d %s", c, body)
 	}
-	var jwks struct{ Keys []map[string]any }
-	_, body := get(issuer + "/jwks")
-	if err := json.Unmarshal([]byte(body), &jwks); err != nil || len(jwks.Keys) < 2 {
-		t.Fatalf("jwks: %s", body)
-	}
 	app := creds["app"].(map[string]any)
-	form := url.Values{"response_type": {"code"}, "redirect_uri": {app["redirect_uri"].(string)}, "scope": {"openid"},
+	idps := creds["idps"].([]any)
+	persons := creds["test_persons"].([]any)
+	if len(idps) < 2 || len(persons) < 3 || app["entity_id"] == nil || app["demo_url"] == nil {
+		t.Fatalf("credentials lack federation keys: %v", creds)
+	}
+	if c, _ := get(app["demo_url"].(string) + "/"); c != 200 {
+		t.Fatalf("demo app: %d", c)
+	}
+	if c, body := get(app["entity_id"].(string) + "/.well-known/openid-federation"); c != 200 || strings.Count(body, ".") != 2 {
+		t.Fatalf("entity statement: %d", c)
+	}
+	kvnr := persons[0].(map[string]any)["kvnr"].(string)
+	verifier := "verifier-0123456789-0123456789-0123456789-0123"
+	sum := sha256.Sum256([]byte(verifier))
+	form := url.Values{"response_type": {"code"}, "redirect_uri": {app["redirect_uri"].(string)}, "scope": {"openid urn:telematik:versicherter urn:telematik:given_name"},
 		"state": {"state-123456789"}, "nonce": {"nonce-123456789"}, "code_challenge_method": {"S256"},
-		"code_challenge": {"E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"}}
-	req, _ := http.NewRequest(http.MethodPost, issuer+"/par", strings.NewReader(form.Encode()))
+		"code_challenge": {base64.RawURLEncoding.EncodeToString(sum[:])},
+		"idp_hint":       {idps[0].(map[string]any)["entity_id"].(string)}, "login_hint": {kvnr}}
+	var par map[string]any
+	if c := postClient(t, issuer+"/par", form, app, &par); c != http.StatusCreated {
+		t.Fatalf("PAR with the seeded secret: %d %v", c, par)
+	}
+	pem, err := os.ReadFile(creds["federation_ca_file"].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(pem)
+	jar, _ := cookiejar.New(nil)
+	browser := &http.Client{Jar: jar, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	next := issuer + "/authorize?" + url.Values{"client_id": {app["client_id"].(string)}, "request_uri": {par["request_uri"].(string)}}.Encode()
+	var code string
+	for hop := 0; hop < 10 && code == ""; hop++ {
+		resp, err := browser.Get(next)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		loc, err := resp.Request.URL.Parse(resp.Header.Get("Location"))
+		if resp.StatusCode/100 != 3 || err != nil {
+			t.Fatalf("hop %d: %d\n%s", hop, resp.StatusCode, rs.stderr.String())
+		}
+		if strings.HasPrefix(loc.String(), app["redirect_uri"].(string)) {
+			if code = loc.Query().Get("code"); code == "" {
+				t.Fatalf("login failed: %s", loc.RawQuery)
+			}
+		}
+		next = loc.String()
+	}
+	var tok map[string]any
+	if c := postClient(t, issuer+"/token", url.Values{"grant_type": {"authorization_code"}, "code": {code},
+		"redirect_uri": {app["redirect_uri"].(string)}, "code_verifier": {verifier}}, app, &tok); c != 200 || tok["id_token"] == nil {
+		t.Fatalf("token: %d %v", c, tok)
+	}
+	if strings.Contains(rs.stderr.String(), kvnr) {
+		t.Fatal("the KVNR reached the log")
+	}
+}
+
+func postClient(t *testing.T, u string, form url.Values, app map[string]any, out any) int {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, u, strings.NewReader(form.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.SetBasicAuth(app["client_id"].(string), app["client_secret"].(string))
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var par map[string]any
-	_ = json.NewDecoder(resp.Body).Decode(&par)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusCreated {
-		t.Fatalf("PAR with the seeded secret: %d %v", resp.StatusCode, par)
-	}
-	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	resp, err = noRedirect.Get(issuer + "/authorize?" + url.Values{"client_id": {app["client_id"].(string)}, "request_uri": {par["request_uri"].(string)}}.Encode())
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	loc, _ := url.Parse(resp.Header.Get("Location"))
-	if loc == nil || loc.Query().Get("error") != "temporarily_unavailable" || loc.Query().Get("state") != "state-123456789" {
-		t.Fatalf("login without identity provider: %d %s", resp.StatusCode, resp.Header.Get("Location"))
-	}
+	defer resp.Body.Close()
+	_ = json.NewDecoder(resp.Body).Decode(out)
+	return resp.StatusCode
 }
 
 func hostPort(t *testing.T, raw string) string {

@@ -20,6 +20,7 @@ type demoSeed struct {
 	TenantName   string
 	ClientID     string
 	ClientSecret string
+	AppID        uuid.UUID
 	RedirectURI  string
 	Email        string
 	Password     string
@@ -29,9 +30,9 @@ type demoSeed struct {
 // work across tenants, so it runs on the audited maintenance path. The portal
 // password is new on every start: only its hash is stored, and the credentials file
 // carries the plaintext for the newcomer.
-func seedDemo(ctx context.Context, d *db.DB, secrets *provider.SecretHasher) (demoSeed, error) {
+func seedDemo(ctx context.Context, d *db.DB, secrets *provider.SecretHasher, redirectURI string) (demoSeed, error) {
 	s := demoSeed{TenantName: "Demo Praxis GmbH", ClientID: "demo-app", Email: "owner@demo.mimoto.test",
-		RedirectURI: "http://127.0.0.1:8082/callback"}
+		RedirectURI: redirectURI}
 	s.Password = devPassword()
 	hash, err := password.Hash(s.Password)
 	if err != nil {
@@ -56,6 +57,9 @@ func seedDemo(ctx context.Context, d *db.DB, secrets *provider.SecretHasher) (de
 			  token_endpoint_auth_method = EXCLUDED.token_endpoint_auth_method,
 			  redirect_uris = EXCLUDED.redirect_uris, scopes = EXCLUDED.scopes, updated_at = now()`,
 			s.TenantID, s.ClientID, secretHash, pgdialect.Array([]string{s.RedirectURI}), pgdialect.Array(telematik.Scopes)); err != nil {
+			return fmt.Errorf("app: %w", err)
+		}
+		if err := tx.NewRaw(`SELECT id FROM apps WHERE client_id = ?`, s.ClientID).Scan(ctx, &s.AppID); err != nil {
 			return fmt.Errorf("app: %w", err)
 		}
 		var accountID uuid.UUID

@@ -29,6 +29,8 @@ type Config struct {
 	PublicURL  string `koanf:"public_url"`
 	DataDir    string `koanf:"data_dir"`
 	DevDB      string `koanf:"dev_database"`
+	DevDemo    string `koanf:"dev_demo_addr"`
+	DevFedPort int    `koanf:"dev_federation_base_port"`
 
 	Database struct {
 		URL      string        `koanf:"url"`
@@ -91,6 +93,8 @@ var Settings = []Setting{
 	{Key: "public_url", Help: "external base URL of the public listener, the OIDC issuer (https:// outside dev)"},
 	{Key: "data_dir", Default: ".data", Help: "directory for dev-mode state (generated keys, private PostgreSQL, credentials file)"},
 	{Key: "dev_database", Default: "mimoto_dev", Help: "database `mimoto dev` creates and uses on the found PostgreSQL server"},
+	{Key: "dev_demo_addr", Default: "127.0.0.1:8082", Help: "address of the demo app `mimoto dev` serves (its own origin, like a real app)"},
+	{Key: "dev_federation_base_port", Default: "8090", Help: "first port of the simulated federation in `mimoto dev` (master, then two ports per IdP); 0 picks free ports"},
 	{Key: "database.url", Help: "PostgreSQL URL the service connects with; its role must be mimoto_app (bound by row-level security)", Secret: true},
 	{Key: "database.owner_url", Help: "PostgreSQL URL of the schema owner, used by `mimoto migrate` only", Secret: true},
 	{Key: "database.max_conns", Default: "16", Help: "size of the shared connection pool"},
@@ -318,6 +322,13 @@ func (c *Config) validate(mode Mode) []error {
 			errs = append(errs, problem("public_url", "%q must be an absolute https URL without query or fragment", c.PublicURL))
 		}
 	case ModeDev:
+		errs = append(errs, c.validateFederation()...)
+		if _, _, err := net.SplitHostPort(c.DevDemo); err != nil {
+			errs = append(errs, problem("dev_demo_addr", "%q is not host:port", c.DevDemo))
+		}
+		if c.DevFedPort < 0 || c.DevFedPort > 65000 {
+			errs = append(errs, problem("dev_federation_base_port", "%d is not a port", c.DevFedPort))
+		}
 		if !devDBNameRE.MatchString(c.DevDB) {
 			errs = append(errs, problem("dev_database", "%q is not a plain database name ([a-z_][a-z0-9_]*)", c.DevDB))
 		}
