@@ -45,7 +45,7 @@ func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(
 
 // env is mimoto (over real TLS) with the broker, against the simulated federation.
 type env struct {
-	t        *testing.T
+	t        testing.TB
 	db       *dbtest.Database
 	sim      *fedsim.Federation
 	srv      *httptest.Server
@@ -63,7 +63,7 @@ type env struct {
 
 type envOption func(*trust.Config, *broker.Config)
 
-func newEnv(t *testing.T, opts ...envOption) *env {
+func newEnv(t testing.TB, opts ...envOption) *env {
 	t.Helper()
 	ctx := context.Background()
 	e := &env{t: t, db: dbtest.New(t), logs: &syncBuf{}}
@@ -174,7 +174,7 @@ func (e *env) newApp() {
 // browser is a person's browser: cookies, trusts mimoto and the simulator, follows
 // redirects until it reaches the app's redirect URI.
 type browser struct {
-	t      *testing.T
+	t      testing.TB
 	client *http.Client
 }
 

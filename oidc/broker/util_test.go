@@ -23,7 +23,7 @@ func s256(v string) string {
 	return base64.RawURLEncoding.EncodeToString(h[:])
 }
 
-func ownerConn(t *testing.T, d *dbtest.Database) *pgx.Conn {
+func ownerConn(t testing.TB, d *dbtest.Database) *pgx.Conn {
 	t.Helper()
 	c, err := pgx.Connect(context.Background(), d.OwnerURL)
 	if err != nil {
