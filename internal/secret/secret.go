@@ -118,3 +118,26 @@ func (Bytes) MarshalText() ([]byte, error) { return []byte(Redacted), nil }
 
 // LogValue implements slog.LogValuer.
 func (Bytes) LogValue() slog.Value { return slog.StringValue(Redacted) }
+
+// Opaque, embedded in a struct, makes the struct print "[redacted]" on every path
+// (fmt verbs, JSON, slog) and marks it Sensitive: for services that hold key
+// material in their caches.
+type Opaque struct{}
+
+// Sensitive marks the embedding type for the logging package's redaction.
+func (Opaque) Sensitive() {}
+
+// String implements fmt.Stringer.
+func (Opaque) String() string { return Redacted }
+
+// GoString implements fmt.GoStringer (%#v).
+func (Opaque) GoString() string { return Redacted }
+
+// Format implements fmt.Formatter: every verb prints "[redacted]".
+func (Opaque) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(Redacted)) }
+
+// MarshalJSON implements json.Marshaler.
+func (Opaque) MarshalJSON() ([]byte, error) { return []byte(`"` + Redacted + `"`), nil }
+
+// LogValue implements slog.LogValuer.
+func (Opaque) LogValue() slog.Value { return slog.StringValue(Redacted) }

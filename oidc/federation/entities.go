@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/url"
@@ -247,6 +246,8 @@ func isLoopback(host string) bool {
 // Entities manages the apps' federation entities. It is safe for concurrent use;
 // create one per process.
 type Entities struct {
+	secret.Opaque // prints [redacted]: it caches private keys
+
 	db   *db.DB
 	ring *keyring.Ring
 	opts Options
@@ -371,24 +372,5 @@ func (e *Entities) invalidateAll() {
 	clear(e.decC)
 	e.rtMu.Unlock()
 }
-
-// Sensitive marks Entities for the logging package's redaction: it caches private
-// keys.
-func (*Entities) Sensitive() {}
-
-// String implements fmt.Stringer.
-func (*Entities) String() string { return secret.Redacted }
-
-// GoString implements fmt.GoStringer (%#v).
-func (*Entities) GoString() string { return secret.Redacted }
-
-// Format implements fmt.Formatter: every verb prints "[redacted]".
-func (*Entities) Format(f fmt.State, _ rune) { _, _ = io.WriteString(f, secret.Redacted) }
-
-// MarshalJSON implements json.Marshaler.
-func (*Entities) MarshalJSON() ([]byte, error) { return []byte(`"` + secret.Redacted + `"`), nil }
-
-// LogValue implements slog.LogValuer.
-func (*Entities) LogValue() slog.Value { return slog.StringValue(secret.Redacted) }
 
 var _ secret.Sensitive = (*Entities)(nil)

@@ -49,8 +49,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -150,6 +148,8 @@ func (o Options) retention() time.Duration { return o.TokenLifetime + o.ClockSke
 // Store manages the signing keys. It is safe for concurrent use; create one per
 // process.
 type Store struct {
+	secret.Opaque // prints [redacted]: it caches private keys
+
 	db   *db.DB
 	kek  *keyring.KEK
 	opts Options
@@ -466,23 +466,5 @@ func (s *Store) createKey(ctx context.Context, tx bun.Tx, status Status, now tim
 	}
 	return k.kid, nil
 }
-
-// Sensitive marks Store for the logging package's redaction: it holds private keys.
-func (*Store) Sensitive() {}
-
-// String implements fmt.Stringer.
-func (*Store) String() string { return secret.Redacted }
-
-// GoString implements fmt.GoStringer (%#v).
-func (*Store) GoString() string { return secret.Redacted }
-
-// Format implements fmt.Formatter: every verb prints "[redacted]".
-func (*Store) Format(f fmt.State, _ rune) { _, _ = io.WriteString(f, secret.Redacted) }
-
-// MarshalJSON implements json.Marshaler.
-func (*Store) MarshalJSON() ([]byte, error) { return []byte(`"` + secret.Redacted + `"`), nil }
-
-// LogValue implements slog.LogValuer.
-func (*Store) LogValue() slog.Value { return slog.StringValue(secret.Redacted) }
 
 var _ secret.Sensitive = (*Store)(nil)
