@@ -63,22 +63,14 @@ func (b *Broker) callback(w http.ResponseWriter, r *http.Request) {
 		IDToken string `json:"id_token"`
 		Error   string `json:"error"`
 	}
-	status, err := postForm(ctx, client, idp.TokenEndpoint, url.Values{
+	if rfc, reason := callIdP(ctx, client, idp.TokenEndpoint, url.Values{
 		"grant_type": {"authorization_code"}, "code": {code}, "code_verifier": {up.Verifier},
 		"client_id": {up.EntityID}, "redirect_uri": {b.cfg.Entities.RedirectURI()},
-	}, &tok)
-	if err != nil {
-		fail(fosite.ErrTemporarilyUnavailable.WithHint("The identity provider does not answer."), err)
-		return
-	}
-	if status >= 500 {
-		fail(fosite.ErrTemporarilyUnavailable.WithHint("The identity provider is not available."),
-			errorf("token endpoint of %s answered %d %s", idp.EntityID, status, tok.Error))
-		return
-	}
-	if status != http.StatusOK || tok.IDToken == "" {
-		fail(fosite.ErrServerError.WithHint("The identity provider refused to issue the ID token."),
-			errorf("token endpoint of %s answered %d %s", idp.EntityID, status, tok.Error))
+	}, &tok, &tok.Error, http.StatusOK, "The identity provider refused to issue the ID token."); rfc != nil || tok.IDToken == "" {
+		if rfc == nil {
+			rfc, reason = fosite.ErrServerError.WithHint("The identity provider sent no ID token."), errorf("token response without id_token")
+		}
+		fail(rfc, reason)
 		return
 	}
 	claims, err := b.verifyIDToken(ctx, up, idp, tok.IDToken)

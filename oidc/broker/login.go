@@ -153,19 +153,12 @@ func (b *Broker) startUpstream(w http.ResponseWriter, r *http.Request, login pro
 		RequestURI string `json:"request_uri"`
 		Error      string `json:"error"`
 	}
-	status, err := postForm(ctx, client, idp.PAREndpoint, form, &par)
-	if err != nil {
-		fail(fosite.ErrTemporarilyUnavailable.WithHint("The identity provider does not answer."), err)
-		return
-	}
-	if status >= 500 {
-		fail(fosite.ErrTemporarilyUnavailable.WithHint("The identity provider is not available."),
-			errorf("PAR at %s answered %d %s", idp.EntityID, status, par.Error))
-		return
-	}
-	if status != http.StatusCreated || par.RequestURI == "" {
-		fail(fosite.ErrServerError.WithHint("The identity provider refused the login request."),
-			errorf("PAR at %s answered %d %s", idp.EntityID, status, par.Error))
+	if rfc, reason := callIdP(ctx, client, idp.PAREndpoint, form, &par, &par.Error, http.StatusCreated,
+		"The identity provider refused the login request."); rfc != nil || par.RequestURI == "" {
+		if rfc == nil {
+			rfc, reason = fosite.ErrServerError.WithHint("The identity provider sent no request_uri."), errorf("PAR without request_uri")
+		}
+		fail(rfc, reason)
 		return
 	}
 	b.event(ctx, login.TenantID, login.AppID, login.TransactionID, "idp_redirect", "ok", idpID, up.ACR, nil, time.Since(started))
@@ -250,6 +243,25 @@ func (b *Broker) loadUpstream(ctx context.Context, state string) (uuid.UUID, ups
 		return json.Unmarshal(raw, &up)
 	})
 	return txID, up, err
+}
+
+// callIdP POSTs a form to an IdP endpoint and classifies the outcome for the app: no
+// answer or a 5xx is temporarily_unavailable, any other unexpected status a
+// server_error with refusedHint. On success it returns nil.
+func callIdP(ctx context.Context, c *http.Client, endpoint string, form url.Values, out any, errField *string, want int, refusedHint string) (*fosite.RFC6749Error, error) {
+	status, err := postForm(ctx, c, endpoint, form, out)
+	switch {
+	case err != nil && status == 0:
+		return fosite.ErrTemporarilyUnavailable.WithHint("The identity provider does not answer."), err
+	case status >= 500:
+		return fosite.ErrTemporarilyUnavailable.WithHint("The identity provider is not available."),
+			errorf("%s answered %d %s", endpoint, status, *errField)
+	case err != nil:
+		return fosite.ErrServerError.WithHint(refusedHint), err
+	case status != want:
+		return fosite.ErrServerError.WithHint(refusedHint), errorf("%s answered %d %s", endpoint, status, *errField)
+	}
+	return nil, nil
 }
 
 func postForm(ctx context.Context, c *http.Client, endpoint string, form url.Values, out any) (int, error) {
