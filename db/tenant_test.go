@@ -250,3 +250,20 @@ func requirePgCode(t *testing.T, err error, code string) {
 		t.Fatalf("got error %v, want PostgreSQL error %s", err, code)
 	}
 }
+
+// Every table with a tenant_id column has forced row-level security: a migration
+// that forgets mimoto_protect_tenant_table fails here.
+func TestEveryTenantTableHasForcedRLS(t *testing.T) {
+	d := dbtest.New(t)
+	var unprotected []string
+	err := d.App.Bun.NewRaw(`SELECT c.relname FROM pg_class c
+		JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'public'
+		JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped
+		WHERE c.relkind = 'r' AND NOT (c.relrowsecurity AND c.relforcerowsecurity)`).Scan(context.Background(), &unprotected)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(unprotected) > 0 {
+		t.Fatalf("tenant tables without forced RLS: %v", unprotected)
+	}
+}

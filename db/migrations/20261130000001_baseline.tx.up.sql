@@ -151,24 +151,29 @@ CREATE TABLE login_events (
 );
 CREATE INDEX login_events_tenant_time_idx ON login_events (tenant_id, occurred_at);
 
--- Row-level security, forced on every table that holds a tenant's data.
-DO $$
-DECLARE
-  t text;
+-- Row-level security, forced on every table that holds a tenant's data. Every later
+-- migration protects its tenant tables with this one procedure, so the policy is
+-- written once. Only the schema owner (migrations) may call it.
+CREATE PROCEDURE mimoto_protect_tenant_table(t regclass)
+  LANGUAGE plpgsql AS $$
 BEGIN
-  FOREACH t IN ARRAY ARRAY['apps', 'tenant_memberships', 'tenant_keys', 'audit_events',
-                           'login_transactions', 'login_events']
-  LOOP
-    EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
-    EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', t);
-    EXECUTE format('CREATE POLICY tenant_isolation ON %I TO mimoto_app
-                      USING (tenant_id = mimoto_current_tenant())
-                      WITH CHECK (tenant_id = mimoto_current_tenant())', t);
-    EXECUTE format('CREATE POLICY maintenance ON %I TO mimoto_maintenance
-                      USING (true) WITH CHECK (true)', t);
-  END LOOP;
+  EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', t);
+  EXECUTE format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', t);
+  EXECUTE format('CREATE POLICY tenant_isolation ON %s TO mimoto_app
+                    USING (tenant_id = mimoto_current_tenant())
+                    WITH CHECK (tenant_id = mimoto_current_tenant())', t);
+  EXECUTE format('CREATE POLICY maintenance ON %s TO mimoto_maintenance
+                    USING (true) WITH CHECK (true)', t);
 END
 $$;
+REVOKE ALL ON PROCEDURE mimoto_protect_tenant_table(regclass) FROM PUBLIC;
+
+CALL mimoto_protect_tenant_table('apps');
+CALL mimoto_protect_tenant_table('tenant_memberships');
+CALL mimoto_protect_tenant_table('tenant_keys');
+CALL mimoto_protect_tenant_table('audit_events');
+CALL mimoto_protect_tenant_table('login_transactions');
+CALL mimoto_protect_tenant_table('login_events');
 
 ALTER TABLE tenants ENABLE ROW LEVEL SECURITY;
 ALTER TABLE tenants FORCE ROW LEVEL SECURITY;

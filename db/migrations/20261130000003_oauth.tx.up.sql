@@ -58,22 +58,8 @@ CREATE TABLE oauth_client_assertions (
 );
 CREATE INDEX oauth_client_assertions_expires_idx ON oauth_client_assertions (expires_at);
 
-DO $$
-DECLARE
-  t text;
-BEGIN
-  FOREACH t IN ARRAY ARRAY['oauth_requests', 'oauth_client_assertions']
-  LOOP
-    EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
-    EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', t);
-    EXECUTE format('CREATE POLICY tenant_isolation ON %I TO mimoto_app
-                      USING (tenant_id = mimoto_current_tenant())
-                      WITH CHECK (tenant_id = mimoto_current_tenant())', t);
-    EXECUTE format('CREATE POLICY maintenance ON %I TO mimoto_maintenance
-                      USING (true) WITH CHECK (true)', t);
-  END LOOP;
-END
-$$;
+CALL mimoto_protect_tenant_table('oauth_requests');
+CALL mimoto_protect_tenant_table('oauth_client_assertions');
 
 GRANT SELECT, INSERT, UPDATE, DELETE ON oauth_requests, oauth_client_assertions
   TO mimoto_app, mimoto_maintenance;

@@ -101,13 +101,7 @@ CREATE UNIQUE INDEX app_federation_keys_one_active_idx
 CREATE UNIQUE INDEX app_federation_keys_one_next_idx
   ON app_federation_keys (app_id, use) WHERE status = 'next';
 
-ALTER TABLE app_federation_keys ENABLE ROW LEVEL SECURITY;
-ALTER TABLE app_federation_keys FORCE ROW LEVEL SECURITY;
-CREATE POLICY tenant_isolation ON app_federation_keys TO mimoto_app
-  USING (tenant_id = mimoto_current_tenant())
-  WITH CHECK (tenant_id = mimoto_current_tenant());
-CREATE POLICY maintenance ON app_federation_keys TO mimoto_maintenance
-  USING (true) WITH CHECK (true);
+CALL mimoto_protect_tenant_table('app_federation_keys');
 
 -- The service creates keys (Provision, in the app's tenant transaction) and reads
 -- them; rotation writes them on the audited maintenance path.
