@@ -323,6 +323,13 @@ func TestBrokeredLoginWithIdPHint(t *testing.T) {
 	if n != 2 || distinct != 1 {
 		t.Fatalf("login events: %d authenticated, %d pseudonyms", n, distinct)
 	}
+	var steps string
+	if err := conn.QueryRow(context.Background(), `SELECT string_agg(step, ',' ORDER BY id) FROM login_events`).Scan(&steps); err != nil {
+		t.Fatal(err)
+	}
+	if steps != "started,idp_redirect,authenticated,started,idp_redirect,authenticated" {
+		t.Fatalf("login steps recorded: %s", steps)
+	}
 }
 
 // The login where mimoto shows the IdP picker and the person chooses.

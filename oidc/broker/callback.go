@@ -13,6 +13,7 @@ import (
 
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/ory/fosite"
+	"github.com/uptrace/bun"
 
 	"github.com/azuma/mimoto/oidc/provider"
 	"github.com/azuma/mimoto/oidc/telematik"
@@ -83,7 +84,11 @@ func (b *Broker) callback(w http.ResponseWriter, r *http.Request) {
 		fail(fosite.ErrServerError.WithHint("The identity provider's ID token lacks the insured person's id."), err)
 		return
 	}
-	b.event(ctx, up.TenantID, up.AppID, txID, "authenticated", "ok", up.IdP, id.ACR, pseudonym, time.Since(up.Started))
+	took := time.Since(up.Started)
+	id.Record = func(ctx context.Context, tx bun.Tx) error {
+		return insertEvents(ctx, tx, up.TenantID, up.AppID, txID,
+			loginEvent{step: "authenticated", outcome: "ok", idp: up.IdP, acr: id.ACR, pseudonym: pseudonym, took: took})
+	}
 	b.p.Complete(w, r, up.TenantID, txID, id)
 }
 

@@ -44,11 +44,10 @@ const cookieName = "mimoto_login"
 // the picker page.
 func (b *Broker) Begin(w http.ResponseWriter, r *http.Request, login provider.LoginRequest) {
 	ctx := r.Context()
-	b.event(ctx, login.TenantID, login.AppID, login.TransactionID, "started", "ok", "", "", nil, 0)
 	b.bindBrowser(w, login.TransactionID)
 	if login.IDPHint != "" {
 		if !b.knownIdP(ctx, login.IDPHint) {
-			b.fail(w, r, login.TenantID, login.AppID, login.TransactionID, "", time.Now(),
+			b.failStart(w, r, login.TenantID, login.AppID, login.TransactionID, "", time.Now(),
 				fosite.ErrInvalidRequest.WithHint("idp_hint does not name an IdP of the GesundheitsID federation."),
 				errorf("unknown idp_hint"))
 			return
@@ -108,7 +107,7 @@ func (b *Broker) startUpstream(w http.ResponseWriter, r *http.Request, login pro
 	ctx := r.Context()
 	started := b.cfg.Now()
 	fail := func(rfc *fosite.RFC6749Error, reason error) {
-		b.fail(w, r, login.TenantID, login.AppID, login.TransactionID, idpID, started, rfc, reason)
+		b.failStart(w, r, login.TenantID, login.AppID, login.TransactionID, idpID, started, rfc, reason)
 	}
 	idp, err := b.cfg.Trust.Provider(ctx, idpID)
 	if err != nil {
@@ -145,10 +144,6 @@ func (b *Broker) startUpstream(w http.ResponseWriter, r *http.Request, login pro
 	if login.Prompt != "" {
 		form.Set("prompt", login.Prompt)
 	}
-	if err := b.saveUpstream(ctx, login.TransactionID, state, up); err != nil {
-		fail(fosite.ErrServerError, err)
-		return
-	}
 	var par struct {
 		RequestURI string `json:"request_uri"`
 		Error      string `json:"error"`
@@ -161,7 +156,12 @@ func (b *Broker) startUpstream(w http.ResponseWriter, r *http.Request, login pro
 		fail(rfc, reason)
 		return
 	}
-	b.event(ctx, login.TenantID, login.AppID, login.TransactionID, "idp_redirect", "ok", idpID, up.ACR, nil, time.Since(started))
+	// The IdP cannot call back before the browser gets there, so the state is saved
+	// now, in one transaction with the login's first meta-data events.
+	if err := b.saveUpstream(ctx, login.TransactionID, state, up, time.Since(started)); err != nil {
+		fail(fosite.ErrServerError, err)
+		return
+	}
 	auth, _ := url.Parse(idp.AuthorizationEndpoint)
 	q := auth.Query()
 	q.Set("client_id", up.EntityID)
@@ -195,7 +195,7 @@ func upstreamPlace(tx uuid.UUID) keyring.Place {
 	return keyring.Place{Table: "login_transactions", Row: tx.String(), Column: "upstream_payload"}
 }
 
-func (b *Broker) saveUpstream(ctx context.Context, tx uuid.UUID, state string, up upstream) error {
+func (b *Broker) saveUpstream(ctx context.Context, tx uuid.UUID, state string, up upstream, took time.Duration) error {
 	raw, err := json.Marshal(up)
 	if err != nil {
 		return err
@@ -213,7 +213,9 @@ func (b *Broker) saveUpstream(ctx context.Context, tx uuid.UUID, state string, u
 		if n, _ := res.RowsAffected(); n != 1 {
 			return errors.New("login transaction not open")
 		}
-		return nil
+		return insertEvents(ctx, btx, up.TenantID, up.AppID, tx,
+			loginEvent{step: "started", outcome: "ok"},
+			loginEvent{step: "idp_redirect", outcome: "ok", idp: up.IdP, acr: up.ACR, took: took})
 	})
 }
 
@@ -284,20 +286,48 @@ func postForm(ctx context.Context, c *http.Client, endpoint string, form url.Val
 // fail ends the login with an OAuth error for the app, logs the reason (never
 // identity data) and records the failed step.
 func (b *Broker) fail(w http.ResponseWriter, r *http.Request, tenant, app, tx uuid.UUID, idp string, started time.Time, rfc *fosite.RFC6749Error, reason error) {
-	b.cfg.Logger.WarnContext(r.Context(), "GesundheitsID login failed", "error", rfc.ErrorField, "idp", idp, "reason", reason.Error())
-	b.event(r.Context(), tenant, app, tx, "failed", rfc.ErrorField, idp, "", nil, time.Since(started))
+	b.failWith(w, r, tenant, app, tx, started, rfc, reason, loginEvent{step: "failed", outcome: rfc.ErrorField, idp: idp})
+}
+
+// failStart is fail before the login's start was recorded (before the IdP leg).
+func (b *Broker) failStart(w http.ResponseWriter, r *http.Request, tenant, app, tx uuid.UUID, idp string, started time.Time, rfc *fosite.RFC6749Error, reason error) {
+	b.failWith(w, r, tenant, app, tx, started, rfc, reason,
+		loginEvent{step: "started", outcome: "ok"}, loginEvent{step: "failed", outcome: rfc.ErrorField, idp: idp})
+}
+
+func (b *Broker) failWith(w http.ResponseWriter, r *http.Request, tenant, app, tx uuid.UUID, started time.Time, rfc *fosite.RFC6749Error, reason error, events ...loginEvent) {
+	ctx := r.Context()
+	b.cfg.Logger.WarnContext(ctx, "GesundheitsID login failed", "error", rfc.ErrorField, "idp", events[len(events)-1].idp, "reason", reason.Error())
+	events[len(events)-1].took = time.Since(started)
+	err := b.cfg.DB.InTenant(context.WithoutCancel(ctx), tenant, func(ctx context.Context, btx bun.Tx) error {
+		return insertEvents(ctx, btx, tenant, app, tx, events...)
+	})
+	if err != nil {
+		b.cfg.Logger.ErrorContext(ctx, "recording login events", "error", err.Error())
+	}
 	b.p.Fail(w, r, tenant, tx, rfc)
 }
 
-// event writes one pseudonymised meta-data row (TOM §7): no identity data in clear.
-func (b *Broker) event(ctx context.Context, tenant, app, tx uuid.UUID, step, outcome, idp, acr string, pseudonym []byte, d time.Duration) {
-	err := b.cfg.DB.InTenant(context.WithoutCancel(ctx), tenant, func(ctx context.Context, btx bun.Tx) error {
-		_, err := btx.ExecContext(ctx, `INSERT INTO login_events
-			(tenant_id, app_id, transaction_id, step, outcome, idp_entity_id, acr, pseudonym, duration_ms)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, tenant, app, tx, step, outcome, idp, acr, pseudonym, d.Milliseconds())
-		return err
-	})
-	if err != nil {
-		b.cfg.Logger.ErrorContext(ctx, "recording login event", "step", step, "error", err.Error())
+// loginEvent is one step of a login in the meta data (TOM §7): no identity data in
+// clear, only the tenant-keyed pseudonym once the person is known.
+type loginEvent struct {
+	step, outcome, idp, acr string
+	pseudonym               []byte
+	took                    time.Duration
+}
+
+// insertEvents writes a login's events in the caller's transaction (one statement).
+func insertEvents(ctx context.Context, tx bun.IDB, tenant, app, loginTx uuid.UUID, events ...loginEvent) error {
+	var sb strings.Builder
+	args := make([]any, 0, len(events)*9)
+	sb.WriteString(`INSERT INTO login_events (tenant_id, app_id, transaction_id, step, outcome, idp_entity_id, acr, pseudonym, duration_ms) VALUES `)
+	for i, e := range events {
+		if i > 0 {
+			sb.WriteString(", ")
+		}
+		sb.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, ?)")
+		args = append(args, tenant, app, loginTx, e.step, e.outcome, e.idp, e.acr, e.pseudonym, e.took.Milliseconds())
 	}
+	_, err := tx.ExecContext(ctx, sb.String(), args...)
+	return err
 }

@@ -134,6 +134,12 @@ func (p *Provider) Complete(w http.ResponseWriter, r *http.Request, tenantID, tx
 		p.authorizeError(ctx, w, r, ar, fosite.ErrServerError.WithDebug("authenticator returned no subject"))
 		return
 	}
+	if id.Record != nil {
+		if err := p.store.run(ctx, id.Record); err != nil {
+			p.authorizeError(ctx, w, r, ar, fosite.ErrServerError.WithWrap(err))
+			return
+		}
+	}
 	c := ar.GetClient().(*Client)
 	sess := newSession()
 	sess.TenantID, sess.AppID = c.TenantID, c.AppID

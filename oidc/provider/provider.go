@@ -23,6 +23,7 @@ import (
 	"github.com/ory/fosite"
 	"github.com/ory/fosite/compose"
 	"github.com/ory/fosite/token/jwt"
+	"github.com/uptrace/bun"
 
 	"github.com/azuma/mimoto/db"
 	"github.com/azuma/mimoto/db/keyring"
@@ -58,6 +59,9 @@ type Identity struct {
 	ACR      string
 	AMR      []string
 	AuthTime time.Time
+	// Record, if set, runs in the transaction that issues the code, for what must
+	// commit with it (the authenticator's meta-data event).
+	Record func(ctx context.Context, tx bun.Tx) error
 }
 
 // Authenticator performs the person's login for a login transaction. It takes over
