@@ -12,18 +12,23 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/pquerna/otp/totp"
 	"github.com/uptrace/bun"
 
 	"github.com/azuma/mimoto/db"
 	"github.com/azuma/mimoto/db/keyring"
+	"github.com/azuma/mimoto/graph"
 	"github.com/azuma/mimoto/internal/config"
 	"github.com/azuma/mimoto/internal/devpg"
 	"github.com/azuma/mimoto/oidc/federation"
 	"github.com/azuma/mimoto/oidc/fedsim"
 	"github.com/azuma/mimoto/oidc/telematik"
+	"github.com/azuma/mimoto/portal/account"
 )
 
 // runDev is the newcomer's start (`make run`): it finds or starts PostgreSQL, creates
@@ -103,6 +108,11 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		masterEntityID: sim.MasterEntityID(), masterKeys: jose.JSONWebKeySet{Keys: []jose.JSONWebKey{sim.MasterPublicJWK()}},
 		httpClient: sim.HTTPClient(), rootCAs: sim.RootCAs(), idTokenRoots: sim.IDTokenCARoots(), allowHTTP: true,
 	}
+	totpSecret, err := enrolDemoTOTP(ctx, database, kek, seed.AccountID)
+	if err != nil {
+		database.Close()
+		return fmt.Errorf("enrolling the demo portal user's second factor: %w", err)
+	}
 	entityID, err := registerDemoEntity(ctx, database, kek, issuer, seed, sim)
 	database.Close()
 	if err != nil {
@@ -124,7 +134,8 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 				Tenant:      devTenant{ID: seed.TenantID.String(), Name: seed.TenantName},
 				App: devApp{ClientID: seed.ClientID, ClientSecret: seed.ClientSecret, RedirectURI: seed.RedirectURI,
 					EntityID: entityID, DemoURL: demoURL},
-				PortalUser:       devPortalUser{Email: seed.Email, Password: seed.Password},
+				GraphQLURL:       issuer + graph.Path,
+				PortalUser:       devPortalUser{Email: seed.Email, Password: seed.Password, TOTPSecret: totpSecret},
 				FederationMaster: sim.MasterEntityID(),
 				FederationCAFile: caFile,
 			}
@@ -191,6 +202,7 @@ type devCredentials struct {
 	Issuer      string        `json:"issuer"`
 	AdminURL    string        `json:"admin_url"`
 	DatabaseURL string        `json:"database_url"`
+	GraphQLURL  string        `json:"graphql_url"`
 	Tenant      devTenant     `json:"tenant"`
 	App         devApp        `json:"app"`
 	PortalUser  devPortalUser `json:"portal_user"`
@@ -229,8 +241,9 @@ type devPerson struct {
 }
 
 type devPortalUser struct {
-	Email    string `json:"email"`
-	Password string `json:"password"`
+	Email      string `json:"email"`
+	Password   string `json:"password"`
+	TOTPSecret string `json:"totp_secret"`
 }
 
 func writeCredentials(path string, c devCredentials) error {
@@ -290,4 +303,35 @@ func registerDemoEntity(ctx context.Context, d *db.DB, kek *keyring.KEK, issuer 
 	}
 	entityID := entities.EntityID(key)
 	return entityID, sim.RegisterRP(entityID, []string{entities.RedirectURI()}, telematik.Scopes)
+}
+
+// enrolDemoTOTP gives the demo portal user a new confirmed TOTP factor on every
+// start (like its password) and returns the secret for the credentials file.
+func enrolDemoTOTP(ctx context.Context, d *db.DB, kek *keyring.KEK, accountID uuid.UUID) (string, error) {
+	accounts, err := account.New(kek, account.Config{})
+	if err != nil {
+		return "", err
+	}
+	e, err := account.NewTOTPEnrollment("owner@demo.mimoto.test", "mimoto dev")
+	if err != nil {
+		return "", err
+	}
+	err = d.Maintenance(ctx, db.MaintenanceTask{Name: "dev.reset-second-factor", Actor: "mimoto-dev"}, func(ctx context.Context, tx bun.Tx) error {
+		_, err := tx.ExecContext(ctx, `DELETE FROM account_second_factors WHERE account_id = ?`, accountID)
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	err = d.InAccount(ctx, accountID, uuid.Nil, func(ctx context.Context, tx bun.Tx) error {
+		if err := accounts.StartTOTP(ctx, tx, accountID, e); err != nil {
+			return err
+		}
+		code, err := totp.GenerateCode(e.Secret.Reveal(), time.Now())
+		if err != nil {
+			return err
+		}
+		return accounts.ConfirmTOTP(ctx, tx, accountID, code)
+	})
+	return e.Secret.Reveal(), err
 }

@@ -21,6 +21,7 @@ type demoSeed struct {
 	ClientID     string
 	ClientSecret string
 	AppID        uuid.UUID
+	AccountID    uuid.UUID
 	RedirectURI  string
 	Email        string
 	Password     string
@@ -62,16 +63,15 @@ func seedDemo(ctx context.Context, d *db.DB, secrets *provider.SecretHasher, red
 		if err := tx.NewRaw(`SELECT id FROM apps WHERE client_id = ?`, s.ClientID).Scan(ctx, &s.AppID); err != nil {
 			return fmt.Errorf("app: %w", err)
 		}
-		var accountID uuid.UUID
 		if err := tx.NewRaw(`
 			INSERT INTO portal_accounts (email, display_name, password_hash) VALUES (?, 'Demo Owner', ?)
 			ON CONFLICT (email) DO UPDATE SET password_hash = EXCLUDED.password_hash, updated_at = now()
-			RETURNING id`, s.Email, hash).Scan(ctx, &accountID); err != nil {
+			RETURNING id`, s.Email, hash).Scan(ctx, &s.AccountID); err != nil {
 			return fmt.Errorf("portal account: %w", err)
 		}
 		if _, err := tx.ExecContext(ctx, `
 			INSERT INTO tenant_memberships (tenant_id, account_id, role) VALUES (?, ?, 'owner')
-			ON CONFLICT DO NOTHING`, s.TenantID, accountID); err != nil {
+			ON CONFLICT DO NOTHING`, s.TenantID, s.AccountID); err != nil {
 			return fmt.Errorf("membership: %w", err)
 		}
 		return nil

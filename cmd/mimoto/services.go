@@ -14,6 +14,7 @@ import (
 
 	"github.com/azuma/mimoto/db"
 	"github.com/azuma/mimoto/db/keyring"
+	"github.com/azuma/mimoto/graph"
 	"github.com/azuma/mimoto/jobs"
 	"github.com/azuma/mimoto/oidc/broker"
 	"github.com/azuma/mimoto/oidc/federation"
@@ -21,6 +22,8 @@ import (
 	"github.com/azuma/mimoto/oidc/signing"
 	"github.com/azuma/mimoto/oidc/telematik"
 	"github.com/azuma/mimoto/oidc/trust"
+	"github.com/azuma/mimoto/portal/account"
+	"github.com/azuma/mimoto/portal/auth"
 )
 
 // Purposes of keys derived from the KEK; changing one invalidates what it protects.
@@ -37,6 +40,9 @@ type appServices struct {
 	provider *provider.Provider
 	entities *federation.Entities // nil without a federation
 	broker   *broker.Broker       // nil without a federation
+	accounts *account.Service
+	portal   *auth.Service
+	graphql  http.Handler
 	jobs     *jobs.Client
 	started  bool
 }
@@ -70,6 +76,12 @@ func newAppServices(s service, database *db.DB, fed *federationSetup) (*appServi
 		return nil, err
 	}
 	app := &appServices{ring: ring, keys: keys, secrets: secrets}
+	if app.accounts, err = account.New(s.kek, account.Config{}); err != nil {
+		return nil, err
+	}
+	app.portal = auth.New(database, app.accounts, auth.Config{})
+	app.graphql = graph.Handler(&graph.Resolver{DB: database, Auth: app.portal},
+		graph.Options{SecureCookies: strings.HasPrefix(s.issuer, "https://"), Logger: s.log})
 	var auth provider.Authenticator
 	if fed != nil {
 		if app.entities, err = federation.New(database, ring, federation.Options{
@@ -119,6 +131,8 @@ func newAppServices(s service, database *db.DB, fed *federationSetup) (*appServi
 // mount registers the public routes of the services.
 func (a *appServices) mount(mux *http.ServeMux) {
 	a.provider.Mount(mux)
+	mux.Handle("POST "+graph.Path, a.graphql)
+	mux.Handle(graph.Path, methodNotAllowedJSON("POST"))
 	if a.broker != nil {
 		a.broker.Mount(mux)
 		mux.Handle("GET /{appKey}"+federation.StatementPathSuffix, a.entities.Handler())
@@ -149,4 +163,13 @@ func (a *appServices) stop(ctx context.Context) {
 	if a.started {
 		_ = a.jobs.Stop(ctx)
 	}
+}
+
+func methodNotAllowedJSON(allow string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Allow", allow)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusMethodNotAllowed)
+		_, _ = w.Write([]byte(`{"errors":[{"message":"use POST with a JSON body","extensions":{"code":"BAD_REQUEST"}}]}` + "\n"))
+	})
 }

@@ -1,0 +1,275 @@
+// Package auth signs the customer's staff into the portal (TOM §2): password
+// (argon2id), then the mandatory second factor (TOTP, or a recovery code), with
+// sessions whose tokens are stored only as hashes and that end on idle, on an
+// absolute limit, and on logout. An account without a second factor can do nothing
+// but enrol one.
+package auth
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/uptrace/bun"
+
+	"github.com/azuma/mimoto/db"
+	"github.com/azuma/mimoto/internal/password"
+	"github.com/azuma/mimoto/portal/account"
+)
+
+// Stage is where a session stands.
+type Stage string
+
+const (
+	StageSecondFactor Stage = "SECOND_FACTOR_REQUIRED"
+	StageEnrolment    Stage = "ENROLMENT_REQUIRED"
+	StageSignedIn     Stage = "SIGNED_IN"
+)
+
+var (
+	// ErrInvalidCredentials covers unknown e-mail, wrong password, wrong code and a
+	// locked account alike, so that a caller learns nothing about which.
+	ErrInvalidCredentials = errors.New("auth: invalid credentials")
+	// ErrNoSession means no valid session (none, expired, revoked, or not full).
+	ErrNoSession = errors.New("auth: not signed in")
+)
+
+// Config sets the session limits.
+type Config struct {
+	IdleTimeout     time.Duration // default 30 min
+	AbsoluteTimeout time.Duration // default 12 h
+	PendingTimeout  time.Duration // password accepted, second factor pending: default 10 min
+	Issuer          string        // shown in authenticator apps
+	Now             func() time.Time
+}
+
+// Service runs the sign-in flows.
+type Service struct {
+	db       *db.DB
+	accounts *account.Service
+	cfg      Config
+}
+
+// New checks the configuration.
+func New(d *db.DB, accounts *account.Service, cfg Config) *Service {
+	if cfg.IdleTimeout == 0 {
+		cfg.IdleTimeout = 30 * time.Minute
+	}
+	if cfg.AbsoluteTimeout == 0 {
+		cfg.AbsoluteTimeout = 12 * time.Hour
+	}
+	if cfg.PendingTimeout == 0 {
+		cfg.PendingTimeout = 10 * time.Minute
+	}
+	if cfg.Issuer == "" {
+		cfg.Issuer = "mimoto"
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Service{db: d, accounts: accounts, cfg: cfg}
+}
+
+// Session is an authenticated (or half-authenticated) portal session.
+type Session struct {
+	AccountID uuid.UUID
+	Full      bool
+	idHash    []byte
+}
+
+// Login checks e-mail and password and opens a session in the password stage. It
+// returns the session token (for the cookie) and what comes next.
+func (s *Service) Login(ctx context.Context, email, pw string) (token string, stage Stage, err error) {
+	var id uuid.NullUUID
+	if err := s.db.Bun.NewRaw(`SELECT mimoto_account_by_email(?)`, strings.TrimSpace(email)).Scan(ctx, &id); err != nil {
+		return "", "", fmt.Errorf("auth: looking up account: %w", err)
+	}
+	if !id.Valid {
+		// Spend the time a real check would, so timing does not reveal the account.
+		_, _ = password.Verify(pw, dummyHash)
+		return "", "", ErrInvalidCredentials
+	}
+	var refused bool
+	err = s.db.InAccount(ctx, id.UUID, uuid.Nil, func(ctx context.Context, tx bun.Tx) error {
+		if err := s.accounts.CheckLocked(ctx, tx, id.UUID); err != nil {
+			_, _ = password.Verify(pw, dummyHash) // same timing as a real check
+			refused = true
+			return nil
+		}
+		var hash string
+		if err := tx.NewRaw(`SELECT password_hash FROM portal_accounts WHERE id = ?`, id.UUID).Scan(ctx, &hash); err != nil {
+			return err
+		}
+		if ok, err := password.Verify(pw, hash); err != nil || !ok {
+			// Committed (the function returns nil): the failure must count.
+			refused = true
+			_, err := s.accounts.RecordFailure(ctx, tx, id.UUID)
+			return err
+		}
+		if err := s.accounts.RecordSuccess(ctx, tx, id.UUID); err != nil {
+			return err
+		}
+		enrolled, err := s.accounts.HasTOTP(ctx, tx, id.UUID)
+		if err != nil {
+			return err
+		}
+		stage = StageSecondFactor
+		if !enrolled {
+			stage = StageEnrolment
+		}
+		token, err = s.open(ctx, tx, id.UUID)
+		return err
+	})
+	if err != nil {
+		return "", "", err
+	}
+	if refused {
+		return "", "", ErrInvalidCredentials
+	}
+	return token, stage, nil
+}
+
+var dummyHash = func() string { h, _ := password.Hash("not a password of anyone"); return h }()
+
+// open creates a password-stage session and returns its token: the account id
+// (to find the row under the account's RLS) and 256 random bits.
+func (s *Service) open(ctx context.Context, tx bun.Tx, accountID uuid.UUID) (string, error) {
+	secret := make([]byte, 32)
+	if _, err := rand.Read(secret); err != nil {
+		return "", err
+	}
+	token := base64.RawURLEncoding.EncodeToString(accountID[:]) + "." + base64.RawURLEncoding.EncodeToString(secret)
+	_, err := tx.ExecContext(ctx, `INSERT INTO portal_sessions (id_hash, account_id, stage, expires_at) VALUES (?, ?, 'password', ?)`,
+		tokenHash(token), accountID, s.cfg.Now().Add(s.cfg.PendingTimeout))
+	return token, err
+}
+
+func tokenHash(token string) []byte {
+	h := sha256.Sum256([]byte(token))
+	return h[:]
+}
+
+// Authenticate resolves a session token: unknown, revoked, expired (absolute) or
+// idle sessions are refused. The idle clock is refreshed.
+func (s *Service) Authenticate(ctx context.Context, token string) (*Session, error) {
+	prefix, _, ok := strings.Cut(token, ".")
+	raw, err := base64.RawURLEncoding.DecodeString(prefix)
+	if !ok || err != nil || len(raw) != 16 || len(token) > 200 {
+		return nil, ErrNoSession
+	}
+	accountID, _ := uuid.FromBytes(raw)
+	sess := &Session{AccountID: accountID, idHash: tokenHash(token)}
+	now := s.cfg.Now()
+	err = s.db.InAccount(ctx, accountID, uuid.Nil, func(ctx context.Context, tx bun.Tx) error {
+		var stage string
+		err := tx.NewRaw(`UPDATE portal_sessions SET last_seen_at = ?
+			WHERE id_hash = ? AND revoked_at IS NULL AND expires_at > ? AND last_seen_at > ?
+			RETURNING stage`, now, sess.idHash, now, now.Add(-s.cfg.IdleTimeout)).Scan(ctx, &stage)
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrNoSession
+		}
+		sess.Full = stage == "full"
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return sess, nil
+}
+
+// VerifySecondFactor completes a password-stage session with a TOTP code or a
+// recovery code. A wrong code counts as a failed login (lockout).
+func (s *Service) VerifySecondFactor(ctx context.Context, sess *Session, code string) error {
+	var refused bool
+	err := s.db.InAccount(ctx, sess.AccountID, uuid.Nil, func(ctx context.Context, tx bun.Tx) error {
+		if err := s.accounts.CheckLocked(ctx, tx, sess.AccountID); err != nil {
+			refused = true
+			return nil
+		}
+		code = strings.TrimSpace(code)
+		if err := s.accounts.VerifyTOTP(ctx, tx, sess.AccountID, code); err != nil {
+			if rerr := s.accounts.UseRecoveryCode(ctx, tx, sess.AccountID, code); rerr != nil {
+				refused = true
+				_, err := s.accounts.RecordFailure(ctx, tx, sess.AccountID)
+				return err
+			}
+		}
+		return s.upgrade(ctx, tx, sess)
+	})
+	if err == nil && refused {
+		return ErrInvalidCredentials
+	}
+	return err
+}
+
+// upgrade turns the session into a full one with the absolute limit from now.
+func (s *Service) upgrade(ctx context.Context, tx bun.Tx, sess *Session) error {
+	res, err := tx.ExecContext(ctx, `UPDATE portal_sessions SET stage = 'full', expires_at = ?
+		WHERE id_hash = ? AND revoked_at IS NULL`, s.cfg.Now().Add(s.cfg.AbsoluteTimeout), sess.idHash)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		return ErrNoSession
+	}
+	sess.Full = true
+	return nil
+}
+
+// StartEnrolment begins TOTP enrolment for an account without a second factor.
+func (s *Service) StartEnrolment(ctx context.Context, sess *Session) (*account.TOTPEnrollment, error) {
+	var e *account.TOTPEnrollment
+	err := s.db.InAccount(ctx, sess.AccountID, uuid.Nil, func(ctx context.Context, tx bun.Tx) error {
+		enrolled, err := s.accounts.HasTOTP(ctx, tx, sess.AccountID)
+		if err != nil {
+			return err
+		}
+		if enrolled {
+			return errors.New("auth: a second factor is already enrolled")
+		}
+		var email string
+		if err := tx.NewRaw(`SELECT email FROM portal_accounts WHERE id = ?`, sess.AccountID).Scan(ctx, &email); err != nil {
+			return err
+		}
+		if e, err = account.NewTOTPEnrollment(email, s.cfg.Issuer); err != nil {
+			return err
+		}
+		return s.accounts.StartTOTP(ctx, tx, sess.AccountID, e)
+	})
+	return e, err
+}
+
+// ConfirmEnrolment confirms the TOTP secret with a code, completes the session and
+// returns new recovery codes (shown once).
+func (s *Service) ConfirmEnrolment(ctx context.Context, sess *Session, code string) ([]string, error) {
+	var codes []string
+	err := s.db.InAccount(ctx, sess.AccountID, uuid.Nil, func(ctx context.Context, tx bun.Tx) error {
+		if err := s.accounts.ConfirmTOTP(ctx, tx, sess.AccountID, strings.TrimSpace(code)); err != nil {
+			return ErrInvalidCredentials
+		}
+		rc, err := s.accounts.NewRecoveryCodes(ctx, tx, sess.AccountID)
+		if err != nil {
+			return err
+		}
+		for _, c := range rc {
+			codes = append(codes, c.Reveal())
+		}
+		return s.upgrade(ctx, tx, sess)
+	})
+	return codes, err
+}
+
+// Logout revokes the session.
+func (s *Service) Logout(ctx context.Context, sess *Session) error {
+	return s.db.InAccount(ctx, sess.AccountID, uuid.Nil, func(ctx context.Context, tx bun.Tx) error {
+		_, err := tx.ExecContext(ctx, `UPDATE portal_sessions SET revoked_at = ? WHERE id_hash = ?`, s.cfg.Now(), sess.idHash)
+		return err
+	})
+}
