@@ -165,6 +165,9 @@ func (s *Service) Authenticate(ctx context.Context, token string) (*Session, err
 		return nil, ErrNoSession
 	}
 	accountID, _ := uuid.FromBytes(raw)
+	if accountID == uuid.Nil {
+		return nil, ErrNoSession
+	}
 	sess := &Session{AccountID: accountID, idHash: tokenHash(token)}
 	now := s.cfg.Now()
 	err = s.db.InAccount(ctx, accountID, uuid.Nil, func(ctx context.Context, tx bun.Tx) error {
