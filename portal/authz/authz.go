@@ -1,0 +1,108 @@
+// Package authz decides, in one place, which portal role may do what (TOM §3: no
+// administrator rights for anyone who does not need them). Every resolver asks
+// Require before it touches a tenant's data; the role-by-operation matrix is tested
+// as a whole.
+package authz
+
+import (
+	"context"
+	"errors"
+	"slices"
+
+	"github.com/google/uuid"
+	"github.com/uptrace/bun"
+)
+
+// Role is a portal role within one tenant.
+type Role string
+
+const (
+	Owner     Role = "owner"
+	Admin     Role = "admin"
+	Developer Role = "developer"
+	Billing   Role = "billing"
+	DPO       Role = "dpo"
+	Auditor   Role = "auditor"
+)
+
+// Roles lists every tenant role.
+var Roles = []Role{Owner, Admin, Developer, Billing, DPO, Auditor}
+
+// Operation is something a portal user may ask to do in a tenant.
+type Operation string
+
+const (
+	TenantRead       Operation = "tenant.read"
+	TenantUpdate     Operation = "tenant.update"
+	AppsRead         Operation = "apps.read"
+	AppsWrite        Operation = "apps.write"
+	MembersRead      Operation = "members.read"
+	MembersManage    Operation = "members.manage"
+	BillingRead      Operation = "billing.read"
+	AuditRead        Operation = "audit.read"
+	ComplianceRead   Operation = "compliance.read"
+	DeletionRequest  Operation = "deletion.request"
+	ReportsDownload  Operation = "reports.download"
+	CertificatesRead Operation = "certificates.read"
+)
+
+// Operations lists every operation (for the matrix test and documentation).
+var Operations = []Operation{TenantRead, TenantUpdate, AppsRead, AppsWrite, MembersRead, MembersManage,
+	BillingRead, AuditRead, ComplianceRead, DeletionRequest, ReportsDownload, CertificatesRead}
+
+// matrix is the policy. Read access is given where a role's work needs it; write
+// access only to the roles whose job it is.
+var matrix = map[Role][]Operation{
+	Owner: Operations,
+	Admin: {TenantRead, TenantUpdate, AppsRead, AppsWrite, MembersRead, MembersManage, AuditRead,
+		ComplianceRead, CertificatesRead},
+	Developer: {TenantRead, AppsRead, AppsWrite, CertificatesRead},
+	Billing:   {TenantRead, BillingRead},
+	DPO:       {TenantRead, AppsRead, AuditRead, ComplianceRead, DeletionRequest, ReportsDownload, CertificatesRead},
+	Auditor:   {TenantRead, AppsRead, MembersRead, BillingRead, AuditRead, ComplianceRead, ReportsDownload, CertificatesRead},
+}
+
+// Allowed reports whether any of roles permits op.
+func Allowed(roles []Role, op Operation) bool {
+	for _, r := range roles {
+		if slices.Contains(matrix[r], op) {
+			return true
+		}
+	}
+	return false
+}
+
+var (
+	// ErrNotFound: the account is not a member of the tenant. Answered like an
+	// unknown id, so that other tenants' ids reveal nothing.
+	ErrNotFound = errors.New("authz: not found")
+	// ErrForbidden: a member whose roles do not permit the operation.
+	ErrForbidden = errors.New("authz: forbidden")
+)
+
+// Require checks that accountID may perform op in tenantID, inside the caller's
+// transaction (db.InAccount with both set), and records when the granting role was
+// last used, so the owner can review who needs which role.
+func Require(ctx context.Context, tx bun.IDB, accountID, tenantID uuid.UUID, op Operation) error {
+	var held []string
+	err := tx.NewRaw(`SELECT role FROM tenant_memberships WHERE tenant_id = ? AND account_id = ?`, tenantID, accountID).
+		Scan(ctx, &held)
+	if err != nil {
+		return err
+	}
+	if len(held) == 0 {
+		return ErrNotFound
+	}
+	var granting []string
+	for _, r := range held {
+		if slices.Contains(matrix[Role(r)], op) {
+			granting = append(granting, r)
+		}
+	}
+	if len(granting) == 0 {
+		return ErrForbidden
+	}
+	_, err = tx.ExecContext(ctx, `UPDATE tenant_memberships SET last_used_at = now()
+		WHERE tenant_id = ? AND account_id = ? AND role IN (?)`, tenantID, accountID, bun.In(granting))
+	return err
+}
