@@ -359,12 +359,8 @@ func TestIdPDownAndDelay(t *testing.T) {
 	if el := time.Since(start); el < delay {
 		t.Errorf("answer after %v, want at least %v", el, delay)
 	}
-	// A client that gives up earlier sees a timeout.
-	c := e.client()
-	c.Timeout = 50 * time.Millisecond
-	if _, err := c.Get(idp + "/.well-known/openid-federation"); err == nil {
-		t.Error("delayed IdP answered within the client's timeout")
-	}
+	// (That a caller gives up on a slow IdP with a bounded timeout is mimoto's
+	// behaviour, proven by oidc/broker's "IdP slow" failure test.)
 	_ = e.fed.ResetFaults(idp)
 }
 
