@@ -51,7 +51,7 @@ func newPortal(t *testing.T) (*portal, uuid.UUID) {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO tenants (id, name, slug) VALUES (?, 'Praxis Nord', 'praxis-nord')`, tenantID); err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO portal_accounts (id, email, display_name, password_hash) VALUES (?, 'anna@praxis.test', 'Anna', ?)`, accountID, hash); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO portal_accounts (id, email, display_name, password_hash, email_verified_at) VALUES (?, 'anna@praxis.test', 'Anna', ?, now())`, accountID, hash); err != nil {
 			return err
 		}
 		_, err := tx.ExecContext(ctx, `INSERT INTO tenant_memberships (tenant_id, account_id, role) VALUES (?, ?, 'owner'), (?, ?, 'dpo')`, tenantID, accountID, tenantID, accountID)

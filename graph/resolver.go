@@ -3,10 +3,13 @@ package graph
 import (
 	"github.com/azuma/mimoto/db"
 	"github.com/azuma/mimoto/portal/auth"
+	"github.com/azuma/mimoto/portal/registration"
 )
 
 // Resolver holds the services the resolvers call; resolvers stay thin.
 type Resolver struct {
 	DB   *db.DB
 	Auth *auth.Service
+	// Registration is the self-service sign-up (register, verifyEmail).
+	Registration *registration.Service
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/azuma/mimoto/graph"
 	"github.com/azuma/mimoto/internal/config"
 	"github.com/azuma/mimoto/internal/devpg"
+	"github.com/azuma/mimoto/mail"
 	"github.com/azuma/mimoto/oidc/federation"
 	"github.com/azuma/mimoto/oidc/fedsim"
 	"github.com/azuma/mimoto/oidc/telematik"
@@ -125,7 +126,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 	credsPath := filepath.Join(dataDir, "dev-credentials.json")
 	return runService(ctx, service{
-		cfg: cfg, log: log, kek: kek, databaseURL: appURL, issuer: issuer, federation: fed,
+		cfg: cfg, log: log, kek: kek, databaseURL: appURL, issuer: issuer, federation: fed, devMailbox: true,
 		onListening: func(public, admin string) {
 			creds := devCredentials{
 				Issuer:      "http://" + public,
@@ -135,6 +136,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 				App: devApp{ClientID: seed.ClientID, ClientSecret: seed.ClientSecret, RedirectURI: seed.RedirectURI,
 					EntityID: entityID, DemoURL: demoURL},
 				GraphQLURL:       issuer + graph.Path,
+				MailboxURL:       "http://" + admin + mail.MailboxPath,
 				PortalUser:       devPortalUser{Email: seed.Email, Password: seed.Password, TOTPSecret: totpSecret},
 				FederationMaster: sim.MasterEntityID(),
 				FederationCAFile: caFile,
@@ -149,7 +151,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 				log.Error("writing dev credentials", "path", credsPath, "error", err.Error())
 				return
 			}
-			fmt.Fprintf(stdout, "\nmimoto dev is running (PostgreSQL: %s)\n  demo app  %s  (log in with a simulated GesundheitsID)\n  public    %s  (discovery: %s/.well-known/openid-configuration)\n  admin     %s  (/readyz, /metrics)\n  federation (simulated) %s\n  credentials for the demo tenant, app, portal user, IdPs and test persons: %s\n\n",
+			fmt.Fprintf(stdout, "\nmimoto dev is running (PostgreSQL: %s)\n  demo app  %s  (log in with a simulated GesundheitsID)\n  public    %s  (discovery: %s/.well-known/openid-configuration)\n  admin     %s  (/readyz, /metrics, e-mails: /dev/mailbox)\n  federation (simulated) %s\n  credentials for the demo tenant, app, portal user, IdPs and test persons: %s\n\n",
 				pg.Source, demoURL, creds.Issuer, creds.Issuer, creds.AdminURL, sim.MasterEntityID(), credsPath)
 		},
 	})
@@ -211,6 +213,8 @@ type devCredentials struct {
 	// The simulated federation: its master, and the CA that issued its TLS
 	// certificates (import it into a browser to avoid warnings on the IdP pages).
 	FederationMaster string `json:"federation_master"`
+	// The dev mailbox: every e-mail the portal sent (verification links).
+	MailboxURL       string `json:"mailbox_url"`
 	FederationCAFile string `json:"federation_ca_file"`
 }
 

@@ -64,8 +64,9 @@ func seedDemo(ctx context.Context, d *db.DB, secrets *provider.SecretHasher, red
 			return fmt.Errorf("app: %w", err)
 		}
 		if err := tx.NewRaw(`
-			INSERT INTO portal_accounts (email, display_name, password_hash) VALUES (?, 'Demo Owner', ?)
-			ON CONFLICT (email) DO UPDATE SET password_hash = EXCLUDED.password_hash, updated_at = now()
+			INSERT INTO portal_accounts (email, display_name, password_hash, email_verified_at) VALUES (?, 'Demo Owner', ?, now())
+			ON CONFLICT (email) DO UPDATE SET password_hash = EXCLUDED.password_hash, updated_at = now(),
+			  email_verified_at = coalesce(portal_accounts.email_verified_at, now())
 			RETURNING id`, s.Email, hash).Scan(ctx, &s.AccountID); err != nil {
 			return fmt.Errorf("portal account: %w", err)
 		}

@@ -90,6 +90,9 @@ type service struct {
 	databaseURL string
 	issuer      string
 	federation  *federationSetup
+	// devMailbox delivers the portal's e-mails to the dev mailbox (GET /dev/mailbox
+	// on the admin listener) instead of SMTP: `mimoto dev` only.
+	devMailbox bool
 	// onListening, if set, is called once the listeners are bound.
 	onListening func(public, admin string)
 }
@@ -137,7 +140,7 @@ func runService(ctx context.Context, s service) error {
 		PublicAddr:    s.cfg.PublicAddr,
 		Public:        public,
 		AdminAddr:     s.cfg.AdminAddr,
-		Admin:         httpserver.NewAdminMux(ready, reg),
+		Admin:         app.adminMux(httpserver.NewAdminMux(ready, reg)),
 		ChallengeAddr: s.cfg.TLS.HTTPAddr,
 		TLS:           tlsOptions(s.cfg),
 		Logger:        s.log,

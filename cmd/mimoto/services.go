@@ -15,7 +15,9 @@ import (
 	"github.com/azuma/mimoto/db"
 	"github.com/azuma/mimoto/db/keyring"
 	"github.com/azuma/mimoto/graph"
+	"github.com/azuma/mimoto/internal/secret"
 	"github.com/azuma/mimoto/jobs"
+	"github.com/azuma/mimoto/mail"
 	"github.com/azuma/mimoto/oidc/broker"
 	"github.com/azuma/mimoto/oidc/federation"
 	"github.com/azuma/mimoto/oidc/provider"
@@ -24,6 +26,7 @@ import (
 	"github.com/azuma/mimoto/oidc/trust"
 	"github.com/azuma/mimoto/portal/account"
 	"github.com/azuma/mimoto/portal/auth"
+	"github.com/azuma/mimoto/portal/registration"
 )
 
 // Purposes of keys derived from the KEK; changing one invalidates what it protects.
@@ -43,6 +46,7 @@ type appServices struct {
 	accounts *account.Service
 	portal   *auth.Service
 	graphql  http.Handler
+	mailbox  http.Handler // dev only: the outbox as a page on the admin listener
 	jobs     *jobs.Client
 	started  bool
 }
@@ -80,7 +84,22 @@ func newAppServices(s service, database *db.DB, fed *federationSetup) (*appServi
 		return nil, err
 	}
 	app.portal = auth.New(database, app.accounts, auth.Config{})
-	app.graphql = graph.Handler(&graph.Resolver{DB: database, Auth: app.portal},
+	reg := registration.New(database, registration.Config{
+		VerifyURL: strings.TrimSuffix(s.issuer, "/") + "/portal/verify-email",
+		SignInURL: strings.TrimSuffix(s.issuer, "/") + "/portal/",
+	})
+	deliverer := &mail.Deliverer{DB: database, Logger: s.log}
+	switch {
+	case s.devMailbox:
+		deliverer.Sender, deliverer.KeepSentBodies = mail.Mailbox{}, true
+		app.mailbox = mail.MailboxHandler(database)
+	case s.cfg.SMTP.Addr != "":
+		deliverer.Sender = &mail.SMTP{Addr: s.cfg.SMTP.Addr, From: s.cfg.SMTP.From,
+			Username: s.cfg.SMTP.Username, Password: secret.NewString(s.cfg.SMTP.Password)}
+	default:
+		s.log.Warn("no SMTP server configured (smtp.addr): the portal's e-mails stay queued")
+	}
+	app.graphql = graph.Handler(&graph.Resolver{DB: database, Auth: app.portal, Registration: reg},
 		graph.Options{SecureCookies: strings.HasPrefix(s.issuer, "https://"), Logger: s.log})
 	var auth provider.Authenticator
 	if fed != nil {
@@ -116,7 +135,9 @@ func newAppServices(s service, database *db.DB, fed *federationSetup) (*appServi
 	workers := river.NewWorkers()
 	river.AddWorker(workers, &jobs.SweepWorker{DB: database})
 	river.AddWorker(workers, jobs.NewSigningKeyRotationWorker(keys))
-	periodic := []*river.PeriodicJob{jobs.SweepPeriodic(time.Minute), jobs.SigningKeyRotationPeriodic(time.Hour)}
+	river.AddWorker(workers, &mail.Worker{Deliverer: deliverer})
+	periodic := []*river.PeriodicJob{jobs.SweepPeriodic(time.Minute), jobs.SigningKeyRotationPeriodic(time.Hour),
+		mail.Periodic(5 * time.Second)}
 	if app.broker != nil {
 		app.broker.SetProvider(app.provider)
 		river.AddWorker(workers, federation.NewRotationWorker(app.entities))
@@ -137,6 +158,14 @@ func (a *appServices) mount(mux *http.ServeMux) {
 		a.broker.Mount(mux)
 		mux.Handle("GET /{appKey}"+federation.StatementPathSuffix, a.entities.Handler())
 	}
+}
+
+// adminMux adds the services' admin routes (dev: the mailbox page).
+func (a *appServices) adminMux(mux *http.ServeMux) *http.ServeMux {
+	if a.mailbox != nil {
+		mux.Handle("GET "+mail.MailboxPath, a.mailbox)
+	}
+	return mux
 }
 
 func newSecretHasher(kek *keyring.KEK) (*provider.SecretHasher, error) {

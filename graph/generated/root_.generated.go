@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 
 	"github.com/99designs/gqlgen/graphql"
+	"github.com/azuma/mimoto/graph/model"
 	gqlparser "github.com/vektah/gqlparser/v2"
 	"github.com/vektah/gqlparser/v2/ast"
 )
@@ -51,12 +52,18 @@ type ComplexityRoot struct {
 		ConfirmTOTPEnrolment func(childComplexity int, code string) int
 		Login                func(childComplexity int, email string, password string) int
 		Logout               func(childComplexity int) int
+		Register             func(childComplexity int, input model.RegisterInput) int
 		StartTOTPEnrolment   func(childComplexity int) int
+		VerifyEmail          func(childComplexity int, token string) int
 		VerifySecondFactor   func(childComplexity int, code string) int
 	}
 
 	Query struct {
 		Me func(childComplexity int) int
+	}
+
+	RegisterResult struct {
+		VerificationSent func(childComplexity int) int
 	}
 
 	TOTPEnrolment struct {
@@ -164,12 +171,34 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.Logout(childComplexity), true
+	case "Mutation.register":
+		if e.ComplexityRoot.Mutation.Register == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_register_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.Register(childComplexity, args["input"].(model.RegisterInput)), true
 	case "Mutation.startTOTPEnrolment":
 		if e.ComplexityRoot.Mutation.StartTOTPEnrolment == nil {
 			break
 		}
 
 		return e.ComplexityRoot.Mutation.StartTOTPEnrolment(childComplexity), true
+	case "Mutation.verifyEmail":
+		if e.ComplexityRoot.Mutation.VerifyEmail == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_verifyEmail_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.VerifyEmail(childComplexity, args["token"].(string)), true
 	case "Mutation.verifySecondFactor":
 		if e.ComplexityRoot.Mutation.VerifySecondFactor == nil {
 			break
@@ -188,6 +217,13 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.Me(childComplexity), true
+
+	case "RegisterResult.verificationSent":
+		if e.ComplexityRoot.RegisterResult.VerificationSent == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RegisterResult.VerificationSent(childComplexity), true
 
 	case "TOTPEnrolment.secret":
 		if e.ComplexityRoot.TOTPEnrolment.Secret == nil {
@@ -210,7 +246,9 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 	opCtx := graphql.GetOperationContext(ctx)
 	ec := newExecutionContext(opCtx, e, make(chan graphql.DeferredResult))
 	inputUnmarshalers := func() *graphql.InputUnmarshalerIndex {
-		return graphql.NewInputUnmarshalerIndex()
+		return graphql.NewInputUnmarshalerIndex(
+			graphql.NewInputUnmarshaler("RegisterInput", ec.unmarshalInputRegisterInput),
+		)
 	}
 	first := true
 
@@ -359,6 +397,45 @@ type Mutation {
   logout: Boolean!
 }
 `, BuiltIn: false},
+	{Name: "../schema/registration.graphqls", Input: `"What a prospective customer enters to register (company + first owner)."
+input RegisterInput {
+  "The customer's company name (1–200 characters); becomes the tenant, in trial."
+  companyName: String!
+  "The owner's e-mail address; sign-in is possible once it is verified."
+  email: String!
+  "The owner's name (1–200 characters)."
+  displayName: String!
+  """
+  The owner's password. It must meet the password policy (TOM §2); otherwise the
+  answer is BAD_USER_INPUT with extensions.field = "password" and extensions.rules
+  listing every violated rule (too_short, no_upper, no_lower, no_digit, no_special,
+  contains_email, contains_name, common_password, too_long).
+  """
+  password: String!
+}
+
+"The answer to a registration: always the same, whether or not the address already has an account."
+type RegisterResult {
+  "Always true: a mail is on its way to the address (a verification link, or a note that an account exists)."
+  verificationSent: Boolean!
+}
+
+extend type Mutation {
+  """
+  Self-service registration: creates the tenant (trial), the owner account and sends
+  a verification link valid for 24 hours. An address that already has an account
+  gets the same answer (and a mail saying so). Bad input answers BAD_USER_INPUT
+  with extensions.field (companyName, email, displayName, password).
+  """
+  register(input: RegisterInput!): RegisterResult!
+  """
+  Confirms the e-mail address with the token from the verification link (single
+  use, 24 hours). An invalid, used or expired token answers BAD_USER_INPUT with
+  extensions.field = "token".
+  """
+  verifyEmail(token: String!): Boolean!
+}
+`, BuiltIn: false},
 }
 var parsedSchema = gqlparser.MustLoadSchema(sources...)
 
@@ -400,6 +477,14 @@ func (ec *executionContext) childFields_Membership(ctx context.Context, field gr
 		return ec.fieldContext_Membership_roles(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type Membership", field.Name)
+}
+
+func (ec *executionContext) childFields_RegisterResult(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "verificationSent":
+		return ec.fieldContext_RegisterResult_verificationSent(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type RegisterResult", field.Name)
 }
 
 func (ec *executionContext) childFields_TOTPEnrolment(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {

@@ -39,6 +39,27 @@ type Mutation struct {
 type Query struct {
 }
 
+// What a prospective customer enters to register (company + first owner).
+type RegisterInput struct {
+	// The customer's company name (1–200 characters); becomes the tenant, in trial.
+	CompanyName string `json:"companyName"`
+	// The owner's e-mail address; sign-in is possible once it is verified.
+	Email string `json:"email"`
+	// The owner's name (1–200 characters).
+	DisplayName string `json:"displayName"`
+	// The owner's password. It must meet the password policy (TOM §2); otherwise the
+	// answer is BAD_USER_INPUT with extensions.field = "password" and extensions.rules
+	// listing every violated rule (too_short, no_upper, no_lower, no_digit, no_special,
+	// contains_email, contains_name, common_password, too_long).
+	Password string `json:"password"`
+}
+
+// The answer to a registration: always the same, whether or not the address already has an account.
+type RegisterResult struct {
+	// Always true: a mail is on its way to the address (a verification link, or a note that an account exists).
+	VerificationSent bool `json:"verificationSent"`
+}
+
 // A TOTP enrolment in progress: show the URI as a QR code, then confirm with a code.
 type TOTPEnrolment struct {
 	// otpauth:// URI for authenticator apps.

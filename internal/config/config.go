@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"net/mail"
 	"net/url"
 	"os"
 	"regexp"
@@ -68,6 +69,13 @@ type Config struct {
 	Login struct {
 		MaxLifetime time.Duration `koanf:"max_lifetime"`
 	} `koanf:"login"`
+
+	SMTP struct {
+		Addr     string `koanf:"addr"`
+		From     string `koanf:"from"`
+		Username string `koanf:"username"`
+		Password string `koanf:"password"`
+	} `koanf:"smtp"`
 }
 
 // Setting describes one configuration key.
@@ -115,6 +123,10 @@ var Settings = []Setting{
 	{Key: "federation.id_token_ca_file", Help: "PEM CA certificate(s) of the TI component PKI that must issue the IdPs' ID-token certificates (x5c)"},
 	{Key: "federation.clock_skew", Default: "60s", Help: "clock skew tolerated on ID tokens from IdPs (at most 90s)"},
 	{Key: "federation.timeout", Default: "10s", Help: "time limit of each call to the federation and to an IdP"},
+	{Key: "smtp.addr", Help: "SMTP submission server (host:port; STARTTLS required) for the portal's e-mails; without it they stay queued (dev: the mailbox page /dev/mailbox on the admin listener)"},
+	{Key: "smtp.from", Help: "sender address of the portal's e-mails, e.g. \"mimoto <noreply@example.com>\" (required with smtp.addr)"},
+	{Key: "smtp.username", Help: "SMTP user name (PLAIN auth after STARTTLS); empty for none"},
+	{Key: "smtp.password", Help: "SMTP password", Secret: true},
 	{Key: "login.max_lifetime", Default: "10m", Help: "longest time a login may take; the login transaction (with any identity data) is deleted after it"},
 }
 
@@ -293,6 +305,17 @@ func (c *Config) validate(mode Mode) []error {
 	}
 	if c.Database.Connect < 0 {
 		errs = append(errs, problem("database.connect_timeout", "must not be negative"))
+	}
+
+	if c.SMTP.Addr != "" {
+		if _, _, err := net.SplitHostPort(c.SMTP.Addr); err != nil {
+			errs = append(errs, problem("smtp.addr", "%q is not host:port", c.SMTP.Addr))
+		}
+		if a, err := mail.ParseAddress(c.SMTP.From); err != nil || strings.ContainsAny(c.SMTP.From, "\r\n") {
+			errs = append(errs, problem("smtp.from", "%q is not an e-mail address (required with smtp.addr)", c.SMTP.From))
+		} else {
+			c.SMTP.From = a.String()
+		}
 	}
 
 	switch mode {

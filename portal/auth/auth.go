@@ -104,7 +104,8 @@ func (s *Service) Login(ctx context.Context, email, pw string) (token string, st
 			return nil
 		}
 		var hash string
-		if err := tx.NewRaw(`SELECT password_hash FROM portal_accounts WHERE id = ?`, id.UUID).Scan(ctx, &hash); err != nil {
+		var verified bool
+		if err := tx.NewRaw(`SELECT password_hash, email_verified_at IS NOT NULL FROM portal_accounts WHERE id = ?`, id.UUID).Scan(ctx, &hash, &verified); err != nil {
 			return err
 		}
 		if ok, err := password.Verify(pw, hash); err != nil || !ok {
@@ -112,6 +113,12 @@ func (s *Service) Login(ctx context.Context, email, pw string) (token string, st
 			refused = true
 			_, err := s.accounts.RecordFailure(ctx, tx, id.UUID)
 			return err
+		}
+		if !verified {
+			// E-mail not verified yet (portal/registration): the same answer as a
+			// wrong password, so sign-in does not reveal registrations.
+			refused = true
+			return nil
 		}
 		if err := s.accounts.RecordSuccess(ctx, tx, id.UUID); err != nil {
 			return err

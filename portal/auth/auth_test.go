@@ -49,7 +49,7 @@ func passwordStage(t *testing.T) (*auth.Service, *clock, string, string) {
 	ctx := context.Background()
 	var secret string
 	err = d.App.InAccount(ctx, id, uuid.Nil, func(ctx context.Context, tx bun.Tx) error {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO portal_accounts (id, email, password_hash) VALUES (?, 'b@praxis.test', ?)`, id, hash); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO portal_accounts (id, email, password_hash, email_verified_at) VALUES (?, 'b@praxis.test', ?, now())`, id, hash); err != nil {
 			return err
 		}
 		e, err := account.NewTOTPEnrollment("b@praxis.test", "test")
