@@ -18,7 +18,9 @@ import (
 	"github.com/azuma/mimoto/db/keyring"
 	"github.com/azuma/mimoto/graph"
 	"github.com/azuma/mimoto/internal/password"
+	"github.com/azuma/mimoto/oidc/provider"
 	"github.com/azuma/mimoto/portal/account"
+	"github.com/azuma/mimoto/portal/apps"
 	"github.com/azuma/mimoto/portal/auth"
 )
 
@@ -28,6 +30,8 @@ type portal struct {
 	t      *testing.T
 	srv    *httptest.Server
 	client *http.Client
+	db     *dbtest.Database
+	tenant uuid.UUID
 }
 
 func newPortal(t *testing.T) (*portal, uuid.UUID) {
@@ -39,8 +43,10 @@ func newPortal(t *testing.T) (*portal, uuid.UUID) {
 		t.Fatal(err)
 	}
 	a := auth.New(d.App, accounts, auth.Config{})
+	secretKey, _ := kek.DeriveKey("mimoto/oidc/client-secret/v1")
+	secrets, _ := provider.NewSecretHasher(secretKey)
 	mux := http.NewServeMux()
-	mux.Handle(graph.Path, graph.Handler(&graph.Resolver{DB: d.App, Auth: a}, graph.Options{}))
+	mux.Handle(graph.Path, graph.Handler(&graph.Resolver{DB: d.App, Auth: a, Apps: apps.New(secrets, nil)}, graph.Options{}))
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 
@@ -60,7 +66,7 @@ func newPortal(t *testing.T) (*portal, uuid.UUID) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &portal{t: t, srv: srv, client: newBrowser()}, accountID
+	return &portal{t: t, srv: srv, client: newBrowser(), db: d, tenant: tenantID}, accountID
 }
 
 func newBrowser() *http.Client {

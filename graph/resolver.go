@@ -2,6 +2,7 @@ package graph
 
 import (
 	"github.com/azuma/mimoto/db"
+	"github.com/azuma/mimoto/portal/apps"
 	"github.com/azuma/mimoto/portal/auth"
 	"github.com/azuma/mimoto/portal/registration"
 )
@@ -12,4 +13,6 @@ type Resolver struct {
 	Auth *auth.Service
 	// Registration is the self-service sign-up (register, verifyEmail).
 	Registration *registration.Service
+	// Apps creates and changes the tenants' apps.
+	Apps *apps.Service
 }

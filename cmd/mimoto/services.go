@@ -25,6 +25,7 @@ import (
 	"github.com/azuma/mimoto/oidc/telematik"
 	"github.com/azuma/mimoto/oidc/trust"
 	"github.com/azuma/mimoto/portal/account"
+	"github.com/azuma/mimoto/portal/apps"
 	"github.com/azuma/mimoto/portal/auth"
 	"github.com/azuma/mimoto/portal/registration"
 )
@@ -99,8 +100,6 @@ func newAppServices(s service, database *db.DB, fed *federationSetup) (*appServi
 	default:
 		s.log.Warn("no SMTP server configured (smtp.addr): the portal's e-mails stay queued")
 	}
-	app.graphql = graph.Handler(&graph.Resolver{DB: database, Auth: app.portal, Registration: reg},
-		graph.Options{SecureCookies: strings.HasPrefix(s.issuer, "https://"), Logger: s.log})
 	var auth provider.Authenticator
 	if fed != nil {
 		if app.entities, err = federation.New(database, ring, federation.Options{
@@ -124,6 +123,10 @@ func newAppServices(s service, database *db.DB, fed *federationSetup) (*appServi
 		}
 		auth = app.broker
 	}
+	// Apps created in the portal get their federation entity when a federation is
+	// configured (app.entities is set above).
+	app.graphql = graph.Handler(&graph.Resolver{DB: database, Auth: app.portal, Registration: reg, Apps: apps.New(secrets, app.entities)},
+		graph.Options{SecureCookies: strings.HasPrefix(s.issuer, "https://"), Logger: s.log})
 	app.provider, err = provider.New(provider.Config{
 		Issuer: s.issuer, DB: database, Ring: ring, Keys: keys, Secrets: secrets, HMACSecret: hmacKey,
 		Authenticator: auth, Logger: s.log, Scopes: telematik.Scopes, Claims: telematik.Claims(),

@@ -10,6 +10,7 @@ import (
 
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/azuma/mimoto/graph/model"
+	"github.com/google/uuid"
 	gqlparser "github.com/vektah/gqlparser/v2"
 	"github.com/vektah/gqlparser/v2/ast"
 )
@@ -24,6 +25,7 @@ type Config = graphql.Config[ResolverRoot, DirectiveRoot, ComplexityRoot]
 type ResolverRoot interface {
 	Mutation() MutationResolver
 	Query() QueryResolver
+	Tenant() TenantResolver
 }
 
 type DirectiveRoot struct {
@@ -38,6 +40,32 @@ type ComplexityRoot struct {
 		SecondFactorEnrolled func(childComplexity int) int
 	}
 
+	App struct {
+		AuthMethod   func(childComplexity int) int
+		ClientID     func(childComplexity int) int
+		Fapi2        func(childComplexity int) int
+		ID           func(childComplexity int) int
+		Name         func(childComplexity int) int
+		RedirectUris func(childComplexity int) int
+		RequirePar   func(childComplexity int) int
+		Scopes       func(childComplexity int) int
+	}
+
+	AppConnection struct {
+		Edges    func(childComplexity int) int
+		PageInfo func(childComplexity int) int
+	}
+
+	AppEdge struct {
+		Cursor func(childComplexity int) int
+		Node   func(childComplexity int) int
+	}
+
+	CreateAppPayload struct {
+		App          func(childComplexity int) int
+		ClientSecret func(childComplexity int) int
+	}
+
 	LoginResult struct {
 		Stage func(childComplexity int) int
 	}
@@ -50,16 +78,24 @@ type ComplexityRoot struct {
 
 	Mutation struct {
 		ConfirmTOTPEnrolment func(childComplexity int, code string) int
+		CreateApp            func(childComplexity int, tenantID uuid.UUID, input model.CreateAppInput) int
 		Login                func(childComplexity int, email string, password string) int
 		Logout               func(childComplexity int) int
 		Register             func(childComplexity int, input model.RegisterInput) int
+		RotateAppSecret      func(childComplexity int, tenantID uuid.UUID, appID uuid.UUID) int
 		StartTOTPEnrolment   func(childComplexity int) int
 		VerifyEmail          func(childComplexity int, token string) int
 		VerifySecondFactor   func(childComplexity int, code string) int
 	}
 
+	PageInfo struct {
+		EndCursor   func(childComplexity int) int
+		HasNextPage func(childComplexity int) int
+	}
+
 	Query struct {
-		Me func(childComplexity int) int
+		Me     func(childComplexity int) int
+		Tenant func(childComplexity int, id uuid.UUID) int
 	}
 
 	RegisterResult struct {
@@ -69,6 +105,15 @@ type ComplexityRoot struct {
 	TOTPEnrolment struct {
 		Secret func(childComplexity int) int
 		URI    func(childComplexity int) int
+	}
+
+	Tenant struct {
+		Apps          func(childComplexity int, first *int, after *string) int
+		ContractEnd   func(childComplexity int) int
+		ContractStart func(childComplexity int) int
+		ID            func(childComplexity int) int
+		Name          func(childComplexity int) int
+		Status        func(childComplexity int) int
 	}
 }
 
@@ -117,6 +162,94 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.Account.SecondFactorEnrolled(childComplexity), true
 
+	case "App.authMethod":
+		if e.ComplexityRoot.App.AuthMethod == nil {
+			break
+		}
+
+		return e.ComplexityRoot.App.AuthMethod(childComplexity), true
+	case "App.clientId":
+		if e.ComplexityRoot.App.ClientID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.App.ClientID(childComplexity), true
+	case "App.fapi2":
+		if e.ComplexityRoot.App.Fapi2 == nil {
+			break
+		}
+
+		return e.ComplexityRoot.App.Fapi2(childComplexity), true
+	case "App.id":
+		if e.ComplexityRoot.App.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.App.ID(childComplexity), true
+	case "App.name":
+		if e.ComplexityRoot.App.Name == nil {
+			break
+		}
+
+		return e.ComplexityRoot.App.Name(childComplexity), true
+	case "App.redirectUris":
+		if e.ComplexityRoot.App.RedirectUris == nil {
+			break
+		}
+
+		return e.ComplexityRoot.App.RedirectUris(childComplexity), true
+	case "App.requirePar":
+		if e.ComplexityRoot.App.RequirePar == nil {
+			break
+		}
+
+		return e.ComplexityRoot.App.RequirePar(childComplexity), true
+	case "App.scopes":
+		if e.ComplexityRoot.App.Scopes == nil {
+			break
+		}
+
+		return e.ComplexityRoot.App.Scopes(childComplexity), true
+
+	case "AppConnection.edges":
+		if e.ComplexityRoot.AppConnection.Edges == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AppConnection.Edges(childComplexity), true
+	case "AppConnection.pageInfo":
+		if e.ComplexityRoot.AppConnection.PageInfo == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AppConnection.PageInfo(childComplexity), true
+
+	case "AppEdge.cursor":
+		if e.ComplexityRoot.AppEdge.Cursor == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AppEdge.Cursor(childComplexity), true
+	case "AppEdge.node":
+		if e.ComplexityRoot.AppEdge.Node == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AppEdge.Node(childComplexity), true
+
+	case "CreateAppPayload.app":
+		if e.ComplexityRoot.CreateAppPayload.App == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreateAppPayload.App(childComplexity), true
+	case "CreateAppPayload.clientSecret":
+		if e.ComplexityRoot.CreateAppPayload.ClientSecret == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreateAppPayload.ClientSecret(childComplexity), true
+
 	case "LoginResult.stage":
 		if e.ComplexityRoot.LoginResult.Stage == nil {
 			break
@@ -154,6 +287,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.ConfirmTOTPEnrolment(childComplexity, args["code"].(string)), true
+	case "Mutation.createApp":
+		if e.ComplexityRoot.Mutation.CreateApp == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_createApp_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.CreateApp(childComplexity, args["tenantId"].(uuid.UUID), args["input"].(model.CreateAppInput)), true
 	case "Mutation.login":
 		if e.ComplexityRoot.Mutation.Login == nil {
 			break
@@ -182,6 +326,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.Register(childComplexity, args["input"].(model.RegisterInput)), true
+	case "Mutation.rotateAppSecret":
+		if e.ComplexityRoot.Mutation.RotateAppSecret == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_rotateAppSecret_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.RotateAppSecret(childComplexity, args["tenantId"].(uuid.UUID), args["appId"].(uuid.UUID)), true
 	case "Mutation.startTOTPEnrolment":
 		if e.ComplexityRoot.Mutation.StartTOTPEnrolment == nil {
 			break
@@ -211,12 +366,36 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.Mutation.VerifySecondFactor(childComplexity, args["code"].(string)), true
 
+	case "PageInfo.endCursor":
+		if e.ComplexityRoot.PageInfo.EndCursor == nil {
+			break
+		}
+
+		return e.ComplexityRoot.PageInfo.EndCursor(childComplexity), true
+	case "PageInfo.hasNextPage":
+		if e.ComplexityRoot.PageInfo.HasNextPage == nil {
+			break
+		}
+
+		return e.ComplexityRoot.PageInfo.HasNextPage(childComplexity), true
+
 	case "Query.me":
 		if e.ComplexityRoot.Query.Me == nil {
 			break
 		}
 
 		return e.ComplexityRoot.Query.Me(childComplexity), true
+	case "Query.tenant":
+		if e.ComplexityRoot.Query.Tenant == nil {
+			break
+		}
+
+		args, err := ec.field_Query_tenant_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.Tenant(childComplexity, args["id"].(uuid.UUID)), true
 
 	case "RegisterResult.verificationSent":
 		if e.ComplexityRoot.RegisterResult.VerificationSent == nil {
@@ -238,6 +417,48 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.TOTPEnrolment.URI(childComplexity), true
 
+	case "Tenant.apps":
+		if e.ComplexityRoot.Tenant.Apps == nil {
+			break
+		}
+
+		args, err := ec.field_Tenant_apps_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Tenant.Apps(childComplexity, args["first"].(*int), args["after"].(*string)), true
+	case "Tenant.contractEnd":
+		if e.ComplexityRoot.Tenant.ContractEnd == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Tenant.ContractEnd(childComplexity), true
+	case "Tenant.contractStart":
+		if e.ComplexityRoot.Tenant.ContractStart == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Tenant.ContractStart(childComplexity), true
+	case "Tenant.id":
+		if e.ComplexityRoot.Tenant.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Tenant.ID(childComplexity), true
+	case "Tenant.name":
+		if e.ComplexityRoot.Tenant.Name == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Tenant.Name(childComplexity), true
+	case "Tenant.status":
+		if e.ComplexityRoot.Tenant.Status == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Tenant.Status(childComplexity), true
+
 	}
 	return 0, false
 }
@@ -247,6 +468,7 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 	ec := newExecutionContext(opCtx, e, make(chan graphql.DeferredResult))
 	inputUnmarshalers := func() *graphql.InputUnmarshalerIndex {
 		return graphql.NewInputUnmarshalerIndex(
+			graphql.NewInputUnmarshaler("CreateAppInput", ec.unmarshalInputCreateAppInput),
 			graphql.NewInputUnmarshaler("RegisterInput", ec.unmarshalInputRegisterInput),
 		)
 	}
@@ -436,6 +658,91 @@ extend type Mutation {
   verifyEmail(token: String!): Boolean!
 }
 `, BuiltIn: false},
+	{Name: "../schema/tenant.graphqls", Input: `"A customer (the controller) with its contract and apps."
+type Tenant {
+  id: ID!
+  name: String!
+  status: TenantStatus!
+  "Contract start (YYYY-MM-DD)."
+  contractStart: String!
+  "Contract end (YYYY-MM-DD), if any."
+  contractEnd: String
+  "The tenant's apps, oldest first (Relay connection)."
+  apps(first: Int = 20, after: String): AppConnection!
+}
+
+enum TenantStatus {
+  TRIAL
+  ACTIVE
+  SUSPENDED
+  TERMINATED
+}
+
+"An app: one OIDC client of the tenant, and one GesundheitsID federation entity."
+type App {
+  id: ID!
+  name: String!
+  clientId: String!
+  "Exact redirect URIs (https, or http on loopback)."
+  redirectUris: [String!]!
+  "GesundheitsID scopes the app may request (openid included)."
+  scopes: [String!]!
+  authMethod: AuthMethod!
+  requirePar: Boolean!
+  "FAPI 2.0 Security Profile: PAR and private_key_jwt."
+  fapi2: Boolean!
+}
+
+enum AuthMethod {
+  PRIVATE_KEY_JWT
+  CLIENT_SECRET_BASIC
+  NONE
+}
+
+type AppConnection {
+  edges: [AppEdge!]!
+  pageInfo: PageInfo!
+}
+
+type AppEdge {
+  cursor: String!
+  node: App!
+}
+
+type PageInfo {
+  hasNextPage: Boolean!
+  endCursor: String
+}
+
+input CreateAppInput {
+  name: String!
+  redirectUris: [String!]!
+  scopes: [String!]!
+  authMethod: AuthMethod!
+  "For PRIVATE_KEY_JWT: the app's public keys as a JSON Web Key Set."
+  jwks: String
+  requirePar: Boolean = false
+  fapi2: Boolean = false
+}
+
+type CreateAppPayload {
+  app: App!
+  "For CLIENT_SECRET_BASIC: the secret, shown this once."
+  clientSecret: String
+}
+
+extend type Query {
+  "A tenant the signed-in account is a member of; NOT_FOUND otherwise."
+  tenant(id: ID!): Tenant!
+}
+
+extend type Mutation {
+  "Creates an app (roles owner, admin, developer)."
+  createApp(tenantId: ID!, input: CreateAppInput!): CreateAppPayload!
+  "Replaces a CLIENT_SECRET_BASIC app's secret; the new one is shown this once."
+  rotateAppSecret(tenantId: ID!, appId: ID!): String!
+}
+`, BuiltIn: false},
 }
 var parsedSchema = gqlparser.MustLoadSchema(sources...)
 
@@ -459,6 +766,58 @@ func (ec *executionContext) childFields_Account(ctx context.Context, field graph
 	return nil, fmt.Errorf("no field named %q was found under type Account", field.Name)
 }
 
+func (ec *executionContext) childFields_App(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_App_id(ctx, field)
+	case "name":
+		return ec.fieldContext_App_name(ctx, field)
+	case "clientId":
+		return ec.fieldContext_App_clientId(ctx, field)
+	case "redirectUris":
+		return ec.fieldContext_App_redirectUris(ctx, field)
+	case "scopes":
+		return ec.fieldContext_App_scopes(ctx, field)
+	case "authMethod":
+		return ec.fieldContext_App_authMethod(ctx, field)
+	case "requirePar":
+		return ec.fieldContext_App_requirePar(ctx, field)
+	case "fapi2":
+		return ec.fieldContext_App_fapi2(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type App", field.Name)
+}
+
+func (ec *executionContext) childFields_AppConnection(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "edges":
+		return ec.fieldContext_AppConnection_edges(ctx, field)
+	case "pageInfo":
+		return ec.fieldContext_AppConnection_pageInfo(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type AppConnection", field.Name)
+}
+
+func (ec *executionContext) childFields_AppEdge(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "cursor":
+		return ec.fieldContext_AppEdge_cursor(ctx, field)
+	case "node":
+		return ec.fieldContext_AppEdge_node(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type AppEdge", field.Name)
+}
+
+func (ec *executionContext) childFields_CreateAppPayload(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "app":
+		return ec.fieldContext_CreateAppPayload_app(ctx, field)
+	case "clientSecret":
+		return ec.fieldContext_CreateAppPayload_clientSecret(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type CreateAppPayload", field.Name)
+}
+
 func (ec *executionContext) childFields_LoginResult(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "stage":
@@ -479,6 +838,16 @@ func (ec *executionContext) childFields_Membership(ctx context.Context, field gr
 	return nil, fmt.Errorf("no field named %q was found under type Membership", field.Name)
 }
 
+func (ec *executionContext) childFields_PageInfo(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "hasNextPage":
+		return ec.fieldContext_PageInfo_hasNextPage(ctx, field)
+	case "endCursor":
+		return ec.fieldContext_PageInfo_endCursor(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type PageInfo", field.Name)
+}
+
 func (ec *executionContext) childFields_RegisterResult(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "verificationSent":
@@ -495,6 +864,24 @@ func (ec *executionContext) childFields_TOTPEnrolment(ctx context.Context, field
 		return ec.fieldContext_TOTPEnrolment_secret(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type TOTPEnrolment", field.Name)
+}
+
+func (ec *executionContext) childFields_Tenant(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_Tenant_id(ctx, field)
+	case "name":
+		return ec.fieldContext_Tenant_name(ctx, field)
+	case "status":
+		return ec.fieldContext_Tenant_status(ctx, field)
+	case "contractStart":
+		return ec.fieldContext_Tenant_contractStart(ctx, field)
+	case "contractEnd":
+		return ec.fieldContext_Tenant_contractEnd(ctx, field)
+	case "apps":
+		return ec.fieldContext_Tenant_apps(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type Tenant", field.Name)
 }
 
 func (ec *executionContext) childFields___Directive(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {

@@ -22,6 +22,48 @@ type Account struct {
 	Memberships []Membership `json:"memberships"`
 }
 
+// An app: one OIDC client of the tenant, and one GesundheitsID federation entity.
+type App struct {
+	ID       uuid.UUID `json:"id"`
+	Name     string    `json:"name"`
+	ClientID string    `json:"clientId"`
+	// Exact redirect URIs (https, or http on loopback).
+	RedirectUris []string `json:"redirectUris"`
+	// GesundheitsID scopes the app may request (openid included).
+	Scopes     []string   `json:"scopes"`
+	AuthMethod AuthMethod `json:"authMethod"`
+	RequirePar bool       `json:"requirePar"`
+	// FAPI 2.0 Security Profile: PAR and private_key_jwt.
+	Fapi2 bool `json:"fapi2"`
+}
+
+type AppConnection struct {
+	Edges    []AppEdge `json:"edges"`
+	PageInfo *PageInfo `json:"pageInfo"`
+}
+
+type AppEdge struct {
+	Cursor string `json:"cursor"`
+	Node   *App   `json:"node"`
+}
+
+type CreateAppInput struct {
+	Name         string     `json:"name"`
+	RedirectUris []string   `json:"redirectUris"`
+	Scopes       []string   `json:"scopes"`
+	AuthMethod   AuthMethod `json:"authMethod"`
+	// For PRIVATE_KEY_JWT: the app's public keys as a JSON Web Key Set.
+	Jwks       *string `json:"jwks,omitempty"`
+	RequirePar *bool   `json:"requirePar,omitempty"`
+	Fapi2      *bool   `json:"fapi2,omitempty"`
+}
+
+type CreateAppPayload struct {
+	App *App `json:"app"`
+	// For CLIENT_SECRET_BASIC: the secret, shown this once.
+	ClientSecret *string `json:"clientSecret,omitempty"`
+}
+
 type LoginResult struct {
 	Stage LoginStage `json:"stage"`
 }
@@ -34,6 +76,11 @@ type Membership struct {
 }
 
 type Mutation struct {
+}
+
+type PageInfo struct {
+	HasNextPage bool    `json:"hasNextPage"`
+	EndCursor   *string `json:"endCursor,omitempty"`
 }
 
 type Query struct {
@@ -66,6 +113,76 @@ type TOTPEnrolment struct {
 	URI string `json:"uri"`
 	// The secret in base32, for manual entry.
 	Secret string `json:"secret"`
+}
+
+// A customer (the controller) with its contract and apps.
+type Tenant struct {
+	ID     uuid.UUID    `json:"id"`
+	Name   string       `json:"name"`
+	Status TenantStatus `json:"status"`
+	// Contract start (YYYY-MM-DD).
+	ContractStart string `json:"contractStart"`
+	// Contract end (YYYY-MM-DD), if any.
+	ContractEnd *string `json:"contractEnd,omitempty"`
+	// The tenant's apps, oldest first (Relay connection).
+	Apps *AppConnection `json:"apps"`
+}
+
+type AuthMethod string
+
+const (
+	AuthMethodPrivateKeyJwt     AuthMethod = "PRIVATE_KEY_JWT"
+	AuthMethodClientSecretBasic AuthMethod = "CLIENT_SECRET_BASIC"
+	AuthMethodNone              AuthMethod = "NONE"
+)
+
+var AllAuthMethod = []AuthMethod{
+	AuthMethodPrivateKeyJwt,
+	AuthMethodClientSecretBasic,
+	AuthMethodNone,
+}
+
+func (e AuthMethod) IsValid() bool {
+	switch e {
+	case AuthMethodPrivateKeyJwt, AuthMethodClientSecretBasic, AuthMethodNone:
+		return true
+	}
+	return false
+}
+
+func (e AuthMethod) String() string {
+	return string(e)
+}
+
+func (e *AuthMethod) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = AuthMethod(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid AuthMethod", str)
+	}
+	return nil
+}
+
+func (e AuthMethod) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *AuthMethod) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e AuthMethod) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
 }
 
 // Where a login stands.
@@ -188,6 +305,65 @@ func (e *Role) UnmarshalJSON(b []byte) error {
 }
 
 func (e Role) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
+}
+
+type TenantStatus string
+
+const (
+	TenantStatusTrial      TenantStatus = "TRIAL"
+	TenantStatusActive     TenantStatus = "ACTIVE"
+	TenantStatusSuspended  TenantStatus = "SUSPENDED"
+	TenantStatusTerminated TenantStatus = "TERMINATED"
+)
+
+var AllTenantStatus = []TenantStatus{
+	TenantStatusTrial,
+	TenantStatusActive,
+	TenantStatusSuspended,
+	TenantStatusTerminated,
+}
+
+func (e TenantStatus) IsValid() bool {
+	switch e {
+	case TenantStatusTrial, TenantStatusActive, TenantStatusSuspended, TenantStatusTerminated:
+		return true
+	}
+	return false
+}
+
+func (e TenantStatus) String() string {
+	return string(e)
+}
+
+func (e *TenantStatus) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = TenantStatus(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid TenantStatus", str)
+	}
+	return nil
+}
+
+func (e TenantStatus) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *TenantStatus) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e TenantStatus) MarshalJSON() ([]byte, error) {
 	var buf bytes.Buffer
 	e.MarshalGQL(&buf)
 	return buf.Bytes(), nil

@@ -1,0 +1,73 @@
+package graph
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"strings"
+
+	"github.com/google/uuid"
+	"github.com/uptrace/bun"
+
+	"github.com/azuma/mimoto/graph/model"
+	"github.com/azuma/mimoto/portal/apps"
+	"github.com/azuma/mimoto/portal/authz"
+)
+
+// inTenant runs fn for the signed-in account in a tenant, after the one
+// authorization check (authz.Require), in a transaction bound to both the account
+// and the tenant (row-level security). actor names the account for the audit trail.
+func (r *Resolver) inTenant(ctx context.Context, tenantID uuid.UUID, op authz.Operation, fn func(ctx context.Context, tx bun.Tx, actor string) error) error {
+	sess, err := session(ctx, true)
+	if err != nil {
+		return err
+	}
+	return r.DB.InAccount(ctx, sess.AccountID, tenantID, func(ctx context.Context, tx bun.Tx) error {
+		if err := authz.Require(ctx, tx, sess.AccountID, tenantID, op); err != nil {
+			return err
+		}
+		return fn(ctx, tx, "account:"+sess.AccountID.String())
+	})
+}
+
+// portalError maps domain errors to the API's error codes.
+func portalError(err error) error {
+	var (
+		coded *codedError
+		input *apps.InputError
+	)
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &coded):
+		return err
+	case errors.Is(err, authz.ErrNotFound), errors.Is(err, apps.ErrNotFound), errors.Is(err, sql.ErrNoRows):
+		return &codedError{code: CodeNotFound, msg: "not found"}
+	case errors.Is(err, authz.ErrForbidden):
+		return &codedError{code: CodeForbidden, msg: "your roles do not allow this"}
+	case errors.As(err, &input):
+		return &codedError{code: CodeBadUserInput, msg: input.Reason, field: input.Field}
+	}
+	return err
+}
+
+func appModel(a apps.App) *model.App {
+	return &model.App{ID: a.ID, Name: a.Name, ClientID: a.ClientID, RedirectUris: a.RedirectURIs, Scopes: a.Scopes,
+		AuthMethod: model.AuthMethod(strings.ToUpper(a.AuthMethod)), RequirePar: a.RequirePAR, Fapi2: a.FAPI2}
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+func derefBool(b *bool) bool { return b != nil && *b }
+
+func derefInt(i *int, def int) int {
+	if i == nil {
+		return def
+	}
+	return *i
+}
