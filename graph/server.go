@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"sync"
 
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/99designs/gqlgen/graphql/handler"
@@ -95,6 +96,11 @@ type httpContext struct {
 	r      *http.Request
 	secure bool
 	auth   *auth.Service
+
+	// The session is read once per request, however many fields need it.
+	once sync.Once
+	sess *auth.Session
+	err  error
 }
 
 func httpFrom(ctx context.Context) *httpContext {
@@ -122,14 +128,18 @@ func session(ctx context.Context, full bool) (*auth.Session, error) {
 	if hc == nil {
 		return nil, unauthenticated()
 	}
-	c, err := hc.r.Cookie(CookieName)
-	if err != nil {
+	hc.once.Do(func() {
+		c, err := hc.r.Cookie(CookieName)
+		if err != nil {
+			hc.err = err
+			return
+		}
+		hc.sess, hc.err = hc.auth.Authenticate(ctx, c.Value)
+	})
+	if hc.err != nil {
 		return nil, unauthenticated()
 	}
-	sess, err := hc.auth.Authenticate(ctx, c.Value)
-	if err != nil {
-		return nil, unauthenticated()
-	}
+	sess := hc.sess
 	if full && !sess.Full {
 		return nil, &codedError{code: CodeUnauthenticated, msg: "the second factor is required"}
 	}

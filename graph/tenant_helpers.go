@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"strings"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/uptrace/bun"
@@ -12,6 +13,7 @@ import (
 	"github.com/azuma/mimoto/graph/model"
 	"github.com/azuma/mimoto/portal/apps"
 	"github.com/azuma/mimoto/portal/authz"
+	"github.com/azuma/mimoto/portal/billing"
 )
 
 // inTenant runs fn for the signed-in account in a tenant, after the one
@@ -70,4 +72,16 @@ func derefInt(i *int, def int) int {
 		return def
 	}
 	return *i
+}
+
+// monthArg reads an optional YYYY-MM argument.
+func monthArg(field string, def time.Time, v *string) (time.Time, error) {
+	if v == nil || *v == "" {
+		return def, nil
+	}
+	t, err := billing.ParseMonth(*v)
+	if err != nil {
+		return time.Time{}, &codedError{code: CodeBadUserInput, msg: "expected YYYY-MM", field: field}
+	}
+	return t, nil
 }

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/uptrace/bun"
@@ -59,4 +60,65 @@ func Record(ctx context.Context, tx bun.IDB, e Event) error {
 		return fmt.Errorf("audit: recording %s: %w", e.Action, err)
 	}
 	return nil
+}
+
+// Filter narrows a listing of the trail.
+type Filter struct {
+	Action  string  // exact action, e.g. "app.create"; empty for all
+	Outcome Outcome // empty for all
+}
+
+// Listed is an event as read back.
+type Listed struct {
+	ID         int64
+	OccurredAt time.Time
+	Actor      string
+	Action     string
+	Target     string
+	RequestID  string
+	Outcome    Outcome
+}
+
+// Page lists the tenant's trail newest first, after the event id `before` (0: from
+// the newest), at most first events; more says whether older ones exist.
+func Page(ctx context.Context, tx bun.IDB, tenantID uuid.UUID, f Filter, first int, before int64) (events []Listed, more bool, err error) {
+	if first <= 0 || first > 200 {
+		first = 50
+	}
+	q := `SELECT id, occurred_at, actor, action, target, request_id, outcome FROM audit_events WHERE tenant_id = ?`
+	args := []any{tenantID}
+	if f.Action != "" {
+		q += ` AND action = ?`
+		args = append(args, f.Action)
+	}
+	if f.Outcome != "" {
+		q += ` AND outcome = ?`
+		args = append(args, string(f.Outcome))
+	}
+	if before > 0 {
+		q += ` AND id < ?`
+		args = append(args, before)
+	}
+	q += ` ORDER BY id DESC LIMIT ?`
+	args = append(args, first+1)
+	rows, err := tx.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, false, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			e       Listed
+			outcome string
+		)
+		if err := rows.Scan(&e.ID, &e.OccurredAt, &e.Actor, &e.Action, &e.Target, &e.RequestID, &outcome); err != nil {
+			return nil, false, err
+		}
+		e.Outcome = Outcome(outcome)
+		events = append(events, e)
+	}
+	if len(events) > first {
+		events, more = events[:first], true
+	}
+	return events, more, rows.Err()
 }

@@ -61,6 +61,26 @@ type ComplexityRoot struct {
 		Node   func(childComplexity int) int
 	}
 
+	AuditEvent struct {
+		Action     func(childComplexity int) int
+		Actor      func(childComplexity int) int
+		ID         func(childComplexity int) int
+		OccurredAt func(childComplexity int) int
+		Outcome    func(childComplexity int) int
+		RequestID  func(childComplexity int) int
+		Target     func(childComplexity int) int
+	}
+
+	AuditEventConnection struct {
+		Edges    func(childComplexity int) int
+		PageInfo func(childComplexity int) int
+	}
+
+	AuditEventEdge struct {
+		Cursor func(childComplexity int) int
+		Node   func(childComplexity int) int
+	}
+
 	CreateAppPayload struct {
 		App          func(childComplexity int) int
 		ClientSecret func(childComplexity int) int
@@ -109,11 +129,21 @@ type ComplexityRoot struct {
 
 	Tenant struct {
 		Apps          func(childComplexity int, first *int, after *string) int
+		AuditEvents   func(childComplexity int, first *int, after *string, action *string, outcome *model.AuditOutcome) int
 		ContractEnd   func(childComplexity int) int
 		ContractStart func(childComplexity int) int
 		ID            func(childComplexity int) int
 		Name          func(childComplexity int) int
 		Status        func(childComplexity int) int
+		Usage         func(childComplexity int, from *string, to *string) int
+	}
+
+	UsageMonth struct {
+		AppID         func(childComplexity int) int
+		AppName       func(childComplexity int) int
+		DistinctUsers func(childComplexity int) int
+		Logins        func(childComplexity int) int
+		Month         func(childComplexity int) int
 	}
 }
 
@@ -236,6 +266,75 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.AppEdge.Node(childComplexity), true
+
+	case "AuditEvent.action":
+		if e.ComplexityRoot.AuditEvent.Action == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AuditEvent.Action(childComplexity), true
+	case "AuditEvent.actor":
+		if e.ComplexityRoot.AuditEvent.Actor == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AuditEvent.Actor(childComplexity), true
+	case "AuditEvent.id":
+		if e.ComplexityRoot.AuditEvent.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AuditEvent.ID(childComplexity), true
+	case "AuditEvent.occurredAt":
+		if e.ComplexityRoot.AuditEvent.OccurredAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AuditEvent.OccurredAt(childComplexity), true
+	case "AuditEvent.outcome":
+		if e.ComplexityRoot.AuditEvent.Outcome == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AuditEvent.Outcome(childComplexity), true
+	case "AuditEvent.requestId":
+		if e.ComplexityRoot.AuditEvent.RequestID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AuditEvent.RequestID(childComplexity), true
+	case "AuditEvent.target":
+		if e.ComplexityRoot.AuditEvent.Target == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AuditEvent.Target(childComplexity), true
+
+	case "AuditEventConnection.edges":
+		if e.ComplexityRoot.AuditEventConnection.Edges == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AuditEventConnection.Edges(childComplexity), true
+	case "AuditEventConnection.pageInfo":
+		if e.ComplexityRoot.AuditEventConnection.PageInfo == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AuditEventConnection.PageInfo(childComplexity), true
+
+	case "AuditEventEdge.cursor":
+		if e.ComplexityRoot.AuditEventEdge.Cursor == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AuditEventEdge.Cursor(childComplexity), true
+	case "AuditEventEdge.node":
+		if e.ComplexityRoot.AuditEventEdge.Node == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AuditEventEdge.Node(childComplexity), true
 
 	case "CreateAppPayload.app":
 		if e.ComplexityRoot.CreateAppPayload.App == nil {
@@ -428,6 +527,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Tenant.Apps(childComplexity, args["first"].(*int), args["after"].(*string)), true
+	case "Tenant.auditEvents":
+		if e.ComplexityRoot.Tenant.AuditEvents == nil {
+			break
+		}
+
+		args, err := ec.field_Tenant_auditEvents_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Tenant.AuditEvents(childComplexity, args["first"].(*int), args["after"].(*string), args["action"].(*string), args["outcome"].(*model.AuditOutcome)), true
 	case "Tenant.contractEnd":
 		if e.ComplexityRoot.Tenant.ContractEnd == nil {
 			break
@@ -458,6 +568,48 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Tenant.Status(childComplexity), true
+	case "Tenant.usage":
+		if e.ComplexityRoot.Tenant.Usage == nil {
+			break
+		}
+
+		args, err := ec.field_Tenant_usage_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Tenant.Usage(childComplexity, args["from"].(*string), args["to"].(*string)), true
+
+	case "UsageMonth.appId":
+		if e.ComplexityRoot.UsageMonth.AppID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageMonth.AppID(childComplexity), true
+	case "UsageMonth.appName":
+		if e.ComplexityRoot.UsageMonth.AppName == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageMonth.AppName(childComplexity), true
+	case "UsageMonth.distinctUsers":
+		if e.ComplexityRoot.UsageMonth.DistinctUsers == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageMonth.DistinctUsers(childComplexity), true
+	case "UsageMonth.logins":
+		if e.ComplexityRoot.UsageMonth.Logins == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageMonth.Logins(childComplexity), true
+	case "UsageMonth.month":
+		if e.ComplexityRoot.UsageMonth.Month == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageMonth.Month(childComplexity), true
 
 	}
 	return 0, false
@@ -743,6 +895,55 @@ extend type Mutation {
   rotateAppSecret(tenantId: ID!, appId: ID!): String!
 }
 `, BuiltIn: false},
+	{Name: "../schema/usage.graphqls", Input: `"One app's usage in one calendar month (UTC), from the pseudonymised meta data."
+type UsageMonth {
+  "YYYY-MM"
+  month: String!
+  appId: ID!
+  appName: String!
+  "Completed logins."
+  logins: Int!
+  "Distinct insured persons, counted by their tenant-keyed pseudonym."
+  distinctUsers: Int!
+}
+
+enum AuditOutcome {
+  SUCCESS
+  FAILURE
+  DENIED
+}
+
+"One entry of the tenant's audit trail."
+type AuditEvent {
+  "Sequence number of the event (increasing)."
+  id: String!
+  occurredAt: Time!
+  actor: String!
+  action: String!
+  target: String!
+  requestId: String!
+  outcome: AuditOutcome!
+}
+
+type AuditEventConnection {
+  edges: [AuditEventEdge!]!
+  pageInfo: PageInfo!
+}
+
+type AuditEventEdge {
+  cursor: String!
+  node: AuditEvent!
+}
+
+extend type Tenant {
+  "Usage per app and month between two months (YYYY-MM, inclusive; default: the last 12). Roles owner, billing, auditor."
+  usage(from: String, to: String): [UsageMonth!]!
+  "The audit trail, newest first, optionally filtered. Roles owner, admin, dpo, auditor."
+  auditEvents(first: Int = 50, after: String, action: String, outcome: AuditOutcome): AuditEventConnection!
+}
+
+scalar Time
+`, BuiltIn: false},
 }
 var parsedSchema = gqlparser.MustLoadSchema(sources...)
 
@@ -806,6 +1007,46 @@ func (ec *executionContext) childFields_AppEdge(ctx context.Context, field graph
 		return ec.fieldContext_AppEdge_node(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type AppEdge", field.Name)
+}
+
+func (ec *executionContext) childFields_AuditEvent(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_AuditEvent_id(ctx, field)
+	case "occurredAt":
+		return ec.fieldContext_AuditEvent_occurredAt(ctx, field)
+	case "actor":
+		return ec.fieldContext_AuditEvent_actor(ctx, field)
+	case "action":
+		return ec.fieldContext_AuditEvent_action(ctx, field)
+	case "target":
+		return ec.fieldContext_AuditEvent_target(ctx, field)
+	case "requestId":
+		return ec.fieldContext_AuditEvent_requestId(ctx, field)
+	case "outcome":
+		return ec.fieldContext_AuditEvent_outcome(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type AuditEvent", field.Name)
+}
+
+func (ec *executionContext) childFields_AuditEventConnection(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "edges":
+		return ec.fieldContext_AuditEventConnection_edges(ctx, field)
+	case "pageInfo":
+		return ec.fieldContext_AuditEventConnection_pageInfo(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type AuditEventConnection", field.Name)
+}
+
+func (ec *executionContext) childFields_AuditEventEdge(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "cursor":
+		return ec.fieldContext_AuditEventEdge_cursor(ctx, field)
+	case "node":
+		return ec.fieldContext_AuditEventEdge_node(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type AuditEventEdge", field.Name)
 }
 
 func (ec *executionContext) childFields_CreateAppPayload(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -880,8 +1121,28 @@ func (ec *executionContext) childFields_Tenant(ctx context.Context, field graphq
 		return ec.fieldContext_Tenant_contractEnd(ctx, field)
 	case "apps":
 		return ec.fieldContext_Tenant_apps(ctx, field)
+	case "usage":
+		return ec.fieldContext_Tenant_usage(ctx, field)
+	case "auditEvents":
+		return ec.fieldContext_Tenant_auditEvents(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type Tenant", field.Name)
+}
+
+func (ec *executionContext) childFields_UsageMonth(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "month":
+		return ec.fieldContext_UsageMonth_month(ctx, field)
+	case "appId":
+		return ec.fieldContext_UsageMonth_appId(ctx, field)
+	case "appName":
+		return ec.fieldContext_UsageMonth_appName(ctx, field)
+	case "logins":
+		return ec.fieldContext_UsageMonth_logins(ctx, field)
+	case "distinctUsers":
+		return ec.fieldContext_UsageMonth_distinctUsers(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type UsageMonth", field.Name)
 }
 
 func (ec *executionContext) childFields___Directive(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"time"
 
 	"github.com/google/uuid"
 )
@@ -45,6 +46,28 @@ type AppConnection struct {
 type AppEdge struct {
 	Cursor string `json:"cursor"`
 	Node   *App   `json:"node"`
+}
+
+// One entry of the tenant's audit trail.
+type AuditEvent struct {
+	// Sequence number of the event (increasing).
+	ID         string       `json:"id"`
+	OccurredAt time.Time    `json:"occurredAt"`
+	Actor      string       `json:"actor"`
+	Action     string       `json:"action"`
+	Target     string       `json:"target"`
+	RequestID  string       `json:"requestId"`
+	Outcome    AuditOutcome `json:"outcome"`
+}
+
+type AuditEventConnection struct {
+	Edges    []AuditEventEdge `json:"edges"`
+	PageInfo *PageInfo        `json:"pageInfo"`
+}
+
+type AuditEventEdge struct {
+	Cursor string      `json:"cursor"`
+	Node   *AuditEvent `json:"node"`
 }
 
 type CreateAppInput struct {
@@ -126,6 +149,79 @@ type Tenant struct {
 	ContractEnd *string `json:"contractEnd,omitempty"`
 	// The tenant's apps, oldest first (Relay connection).
 	Apps *AppConnection `json:"apps"`
+	// Usage per app and month between two months (YYYY-MM, inclusive; default: the last 12). Roles owner, billing, auditor.
+	Usage []UsageMonth `json:"usage"`
+	// The audit trail, newest first, optionally filtered. Roles owner, admin, dpo, auditor.
+	AuditEvents *AuditEventConnection `json:"auditEvents"`
+}
+
+// One app's usage in one calendar month (UTC), from the pseudonymised meta data.
+type UsageMonth struct {
+	// YYYY-MM
+	Month   string    `json:"month"`
+	AppID   uuid.UUID `json:"appId"`
+	AppName string    `json:"appName"`
+	// Completed logins.
+	Logins int `json:"logins"`
+	// Distinct insured persons, counted by their tenant-keyed pseudonym.
+	DistinctUsers int `json:"distinctUsers"`
+}
+
+type AuditOutcome string
+
+const (
+	AuditOutcomeSuccess AuditOutcome = "SUCCESS"
+	AuditOutcomeFailure AuditOutcome = "FAILURE"
+	AuditOutcomeDenied  AuditOutcome = "DENIED"
+)
+
+var AllAuditOutcome = []AuditOutcome{
+	AuditOutcomeSuccess,
+	AuditOutcomeFailure,
+	AuditOutcomeDenied,
+}
+
+func (e AuditOutcome) IsValid() bool {
+	switch e {
+	case AuditOutcomeSuccess, AuditOutcomeFailure, AuditOutcomeDenied:
+		return true
+	}
+	return false
+}
+
+func (e AuditOutcome) String() string {
+	return string(e)
+}
+
+func (e *AuditOutcome) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = AuditOutcome(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid AuditOutcome", str)
+	}
+	return nil
+}
+
+func (e AuditOutcome) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *AuditOutcome) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e AuditOutcome) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
 }
 
 type AuthMethod string

@@ -1,0 +1,105 @@
+package graph_test
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+
+	"github.com/uptrace/bun"
+
+	"github.com/azuma/mimoto/graph"
+)
+
+const (
+	qUsage = `query($id: ID!) { tenant(id: $id) { usage(from: "2026-01", to: "2026-12") { month appName logins distinctUsers } } }`
+	qAudit = `query($id: ID!, $after: String, $action: String) { tenant(id: $id) { auditEvents(first: 2, after: $after, action: $action) { edges { node { action outcome actor } } pageInfo { hasNextPage endCursor } } } }`
+)
+
+func TestUsageAndAuditTrail(t *testing.T) {
+	p, _ := newPortal(t)
+	owner := p.signIn("anna@praxis.test")
+	billing := p.member(p.tenant, "billing@praxis.test", "billing")
+	dev := p.member(p.tenant, "dev@praxis.test", "developer")
+	r := p.do(owner, qCreateApp, map[string]any{"t": p.tenant, "in": appInput("Rezept-App")})
+	appID := r.Data["createApp"].(map[string]any)["app"].(map[string]any)["id"].(string)
+	p.do(owner, qCreateApp, map[string]any{"t": p.tenant, "in": appInput("Termin-App")})
+	p.do(owner, qCreateApp, map[string]any{"t": p.tenant, "in": appInput("Dritte-App")})
+
+	// Meta data as the broker writes it: three logins of two persons in March.
+	err := p.db.App.InTenant(context.Background(), p.tenant, func(ctx context.Context, tx bun.Tx) error {
+		for i, ps := range []string{"p1", "p1", "p2"} {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO login_events (tenant_id, app_id, step, outcome, pseudonym, occurred_at)
+				VALUES (?, ?, 'authenticated', 'ok', ?, ?)`, p.tenant, appID, []byte(ps), fmt.Sprintf("2026-03-0%dT10:00:00Z", i+1)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r = p.do(billing, qUsage, map[string]any{"id": p.tenant})
+	usage, _ := r.Data["tenant"].(map[string]any)["usage"].([]any)
+	if len(usage) != 1 {
+		t.Fatalf("usage: %+v", r)
+	}
+	u := usage[0].(map[string]any)
+	if u["month"] != "2026-03" || u["appName"] != "Rezept-App" || u["logins"] != float64(3) || u["distinctUsers"] != float64(2) {
+		t.Fatalf("usage row: %v", u)
+	}
+	if r := p.do(dev, qUsage, map[string]any{"id": p.tenant}); r.code() != graph.CodeForbidden {
+		t.Fatalf("developer reading usage: %+v", r)
+	}
+
+	// The audit trail: the three app creations, newest first, paginated, filterable.
+	r = p.do(owner, qAudit, map[string]any{"id": p.tenant, "action": "app.create"})
+	conn := r.Data["tenant"].(map[string]any)["auditEvents"].(map[string]any)
+	if len(conn["edges"].([]any)) != 2 || conn["pageInfo"].(map[string]any)["hasNextPage"] != true {
+		t.Fatalf("audit page 1: %+v", r)
+	}
+	r = p.do(owner, qAudit, map[string]any{"id": p.tenant, "action": "app.create", "after": conn["pageInfo"].(map[string]any)["endCursor"]})
+	conn = r.Data["tenant"].(map[string]any)["auditEvents"].(map[string]any)
+	if len(conn["edges"].([]any)) != 1 || conn["pageInfo"].(map[string]any)["hasNextPage"] != false {
+		t.Fatalf("audit page 2: %+v", r)
+	}
+	if r := p.do(billing, qAudit, map[string]any{"id": p.tenant}); r.code() != graph.CodeForbidden {
+		t.Fatalf("billing reading the audit trail: %+v", r)
+	}
+}
+
+type countingHook struct{ n atomic.Int64 }
+
+func (h *countingHook) BeforeQuery(ctx context.Context, _ *bun.QueryEvent) context.Context {
+	h.n.Add(1)
+	return ctx
+}
+func (h *countingHook) AfterQuery(context.Context, *bun.QueryEvent) {}
+
+// The dashboard read (tenant, apps, usage) costs the same number of queries with 2
+// apps as with 12.
+func TestDashboardQueriesDoNotGrowWithApps(t *testing.T) {
+	p, _ := newPortal(t)
+	owner := p.signIn("anna@praxis.test")
+	const dashboard = `query($id: ID!) { tenant(id: $id) { name apps(first: 50) { edges { node { clientId scopes } } } usage { month logins } } }`
+	hook := &countingHook{}
+	p.db.App.Bun.AddQueryHook(hook)
+	count := func() int64 {
+		hook.n.Store(0)
+		if r := p.do(owner, dashboard, map[string]any{"id": p.tenant}); r.code() != "" {
+			t.Fatalf("dashboard: %+v", r)
+		}
+		return hook.n.Load()
+	}
+	for i := 0; i < 2; i++ {
+		p.do(owner, qCreateApp, map[string]any{"t": p.tenant, "in": appInput(fmt.Sprintf("A%d", i))})
+	}
+	few := count()
+	for i := 2; i < 12; i++ {
+		p.do(owner, qCreateApp, map[string]any{"t": p.tenant, "in": appInput(fmt.Sprintf("A%d", i))})
+	}
+	if many := count(); many != few {
+		t.Fatalf("dashboard ran %d queries with 2 apps, %d with 12", few, many)
+	}
+	t.Logf("dashboard: %d statements per request", few)
+}
