@@ -27,14 +27,14 @@ import (
 const pw = "Sicher-Passwort-42!"
 
 type portal struct {
-	t      *testing.T
+	t      testing.TB
 	srv    *httptest.Server
 	client *http.Client
 	db     *dbtest.Database
 	tenant uuid.UUID
 }
 
-func newPortal(t *testing.T) (*portal, uuid.UUID) {
+func newPortal(t testing.TB) (*portal, uuid.UUID) {
 	t.Helper()
 	d := dbtest.New(t)
 	kek, _ := keyring.GenerateKEK()
