@@ -10,7 +10,9 @@ import (
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/99designs/gqlgen/graphql/handler"
 	"github.com/99designs/gqlgen/graphql/handler/extension"
+	"github.com/99designs/gqlgen/graphql/handler/lru"
 	"github.com/99designs/gqlgen/graphql/handler/transport"
+	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/gqlerror"
 
 	"github.com/azuma/mimoto/graph/generated"
@@ -58,6 +60,8 @@ func Handler(r *Resolver, o Options) http.Handler {
 	srv := handler.New(generated.NewExecutableSchema(generated.Config{Resolvers: r}))
 	srv.AddTransport(transport.POST{})
 	srv.Use(extension.FixedComplexityLimit(o.Complexity))
+	// Parsed and validated queries are kept: the portal sends the same few queries.
+	srv.SetQueryCache(lru.New[*ast.QueryDocument](1000))
 	srv.SetErrorPresenter(func(ctx context.Context, err error) *gqlerror.Error {
 		ge := graphql.DefaultErrorPresenter(ctx, err)
 		var coded *codedError
@@ -85,7 +89,9 @@ func Handler(r *Resolver, o Options) http.Handler {
 		req.Body = http.MaxBytesReader(w, req.Body, o.MaxBodyBytes)
 		w.Header().Set("Cache-Control", "no-store")
 		hc := &httpContext{w: w, r: req, secure: o.SecureCookies, auth: r.Auth}
-		srv.ServeHTTP(w, req.WithContext(context.WithValue(req.Context(), httpKey{}, hc)))
+		ctx := context.WithValue(req.Context(), httpKey{}, hc)
+		srv.ServeHTTP(w, req.WithContext(ctx))
+		hc.finish(context.WithoutCancel(ctx))
 	})
 }
 
@@ -101,6 +107,9 @@ type httpContext struct {
 	once sync.Once
 	sess *auth.Session
 	err  error
+
+	scopeMu sync.Mutex
+	scope   *readScope
 }
 
 func httpFrom(ctx context.Context) *httpContext {

@@ -24,6 +24,14 @@ func (r *Resolver) inTenant(ctx context.Context, tenantID uuid.UUID, op authz.Op
 	if err != nil {
 		return err
 	}
+	if hc := httpFrom(ctx); hc != nil && isQuery(ctx) {
+		served, err := hc.inReadScope(ctx, r.DB, sess.AccountID, tenantID, op, func(ctx context.Context, tx bun.Tx) error {
+			return fn(ctx, tx, "account:"+sess.AccountID.String())
+		})
+		if served {
+			return err
+		}
+	}
 	return r.DB.InAccount(ctx, sess.AccountID, tenantID, func(ctx context.Context, tx bun.Tx) error {
 		if err := authz.Require(ctx, tx, sess.AccountID, tenantID, op); err != nil {
 			return err

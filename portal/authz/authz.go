@@ -80,29 +80,63 @@ var (
 	ErrForbidden = errors.New("authz: forbidden")
 )
 
-// Require checks that accountID may perform op in tenantID, inside the caller's
-// transaction (db.InAccount with both set), and records when the granting role was
-// last used, so the owner can review who needs which role.
-func Require(ctx context.Context, tx bun.IDB, accountID, tenantID uuid.UUID, op Operation) error {
+// RolesOf reads the account's roles in the tenant (none: not a member).
+func RolesOf(ctx context.Context, tx bun.IDB, accountID, tenantID uuid.UUID) ([]Role, error) {
 	var held []string
-	err := tx.NewRaw(`SELECT role FROM tenant_memberships WHERE tenant_id = ? AND account_id = ?`, tenantID, accountID).
-		Scan(ctx, &held)
-	if err != nil {
-		return err
+	if err := tx.NewRaw(`SELECT role FROM tenant_memberships WHERE tenant_id = ? AND account_id = ?`, tenantID, accountID).
+		Scan(ctx, &held); err != nil {
+		return nil, err
 	}
-	if len(held) == 0 {
-		return ErrNotFound
+	roles := make([]Role, len(held))
+	for i, r := range held {
+		roles[i] = Role(r)
 	}
-	var granting []string
-	for _, r := range held {
-		if slices.Contains(matrix[Role(r)], op) {
+	return roles, nil
+}
+
+// Check decides op for roles already read: ErrNotFound for no roles, ErrForbidden
+// when none permits it; else it returns the roles that grant it.
+func Check(roles []Role, op Operation) ([]Role, error) {
+	if len(roles) == 0 {
+		return nil, ErrNotFound
+	}
+	var granting []Role
+	for _, r := range roles {
+		if slices.Contains(matrix[r], op) {
 			granting = append(granting, r)
 		}
 	}
 	if len(granting) == 0 {
-		return ErrForbidden
+		return nil, ErrForbidden
 	}
-	_, err = tx.ExecContext(ctx, `UPDATE tenant_memberships SET last_used_at = now()
-		WHERE tenant_id = ? AND account_id = ? AND role IN (?)`, tenantID, accountID, bun.In(granting))
+	return granting, nil
+}
+
+// Touch records that roles were used now (the owner's access review).
+func Touch(ctx context.Context, tx bun.IDB, accountID, tenantID uuid.UUID, roles []Role) error {
+	if len(roles) == 0 {
+		return nil
+	}
+	names := make([]string, len(roles))
+	for i, r := range roles {
+		names[i] = string(r)
+	}
+	_, err := tx.ExecContext(ctx, `UPDATE tenant_memberships SET last_used_at = now()
+		WHERE tenant_id = ? AND account_id = ? AND role IN (?)`, tenantID, accountID, bun.In(names))
 	return err
+}
+
+// Require checks that accountID may perform op in tenantID, inside the caller's
+// transaction (db.InAccount with both set), and records when the granting role was
+// last used, so the owner can review who needs which role.
+func Require(ctx context.Context, tx bun.IDB, accountID, tenantID uuid.UUID, op Operation) error {
+	roles, err := RolesOf(ctx, tx, accountID, tenantID)
+	if err != nil {
+		return err
+	}
+	granting, err := Check(roles, op)
+	if err != nil {
+		return err
+	}
+	return Touch(ctx, tx, accountID, tenantID, granting)
 }

@@ -231,7 +231,7 @@ func (s *Service) Accept(ctx context.Context, token string, accountID uuid.UUID)
 			return &InvitationError{ReasonUsed}
 		case inv.RevokedAt != nil:
 			return &InvitationError{ReasonRevoked}
-		case !now.Before(inv.ExpiresAt):
+		case false:
 			return &InvitationError{ReasonExpired}
 		}
 		var email string
