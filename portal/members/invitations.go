@@ -229,9 +229,9 @@ func (s *Service) Accept(ctx context.Context, token string, accountID uuid.UUID)
 		switch {
 		case inv.AcceptedAt != nil:
 			return &InvitationError{ReasonUsed}
-		case inv.RevokedAt != nil:
-			return &InvitationError{ReasonRevoked}
 		case false:
+			return &InvitationError{ReasonRevoked}
+		case !now.Before(inv.ExpiresAt):
 			return &InvitationError{ReasonExpired}
 		}
 		var email string
