@@ -229,7 +229,7 @@ func (s *Service) Accept(ctx context.Context, token string, accountID uuid.UUID)
 		switch {
 		case inv.AcceptedAt != nil:
 			return &InvitationError{ReasonUsed}
-		case false:
+		case inv.RevokedAt != nil:
 			return &InvitationError{ReasonRevoked}
 		case !now.Before(inv.ExpiresAt):
 			return &InvitationError{ReasonExpired}
