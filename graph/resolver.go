@@ -4,6 +4,7 @@ import (
 	"github.com/azuma/mimoto/db"
 	"github.com/azuma/mimoto/portal/apps"
 	"github.com/azuma/mimoto/portal/auth"
+	"github.com/azuma/mimoto/portal/members"
 	"github.com/azuma/mimoto/portal/registration"
 )
 
@@ -15,4 +16,6 @@ type Resolver struct {
 	Registration *registration.Service
 	// Apps creates and changes the tenants' apps.
 	Apps *apps.Service
+	// Members invites staff and accepts invitations.
+	Members *members.Service
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/azuma/mimoto/portal/apps"
 	"github.com/azuma/mimoto/portal/authz"
 	"github.com/azuma/mimoto/portal/billing"
+	"github.com/azuma/mimoto/portal/members"
 )
 
 // inTenant runs fn for the signed-in account in a tenant, after the one
@@ -92,4 +93,41 @@ func monthArg(field string, def time.Time, v *string) (time.Time, error) {
 		return time.Time{}, &codedError{code: CodeBadUserInput, msg: "expected YYYY-MM", field: field}
 	}
 	return t, nil
+}
+
+// accountOf is the signed-in account (the session was checked by inTenant).
+func accountOf(ctx context.Context) uuid.UUID {
+	if hc := httpFrom(ctx); hc != nil && hc.sess != nil {
+		return hc.sess.AccountID
+	}
+	return uuid.Nil
+}
+
+func roleList(roles []model.Role) []authz.Role {
+	out := make([]authz.Role, len(roles))
+	for i, r := range roles {
+		out[i] = authz.Role(strings.ToLower(string(r)))
+	}
+	return out
+}
+
+// memberError maps the members package's refusals.
+func memberError(err error) error {
+	var (
+		in  *members.InputError
+		inv *members.InvitationError
+	)
+	switch {
+	case errors.As(err, &in):
+		return &codedError{code: CodeBadUserInput, msg: in.Reason, field: in.Field}
+	case errors.As(err, &inv):
+		return &codedError{code: CodeBadUserInput, msg: "the invitation is " + string(inv.Reason), field: "token"}
+	case errors.Is(err, members.ErrOwnerRequired):
+		return &codedError{code: CodeForbidden, msg: "only an owner may grant or remove the owner role"}
+	case errors.Is(err, members.ErrLastOwner):
+		return &codedError{code: CodeBadUserInput, msg: "the tenant must keep at least one owner", field: "roles"}
+	case errors.Is(err, members.ErrAlreadyMember):
+		return &codedError{code: CodeBadUserInput, msg: "already a member", field: "email"}
+	}
+	return portalError(err)
 }

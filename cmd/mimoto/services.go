@@ -27,6 +27,7 @@ import (
 	"github.com/azuma/mimoto/portal/account"
 	"github.com/azuma/mimoto/portal/apps"
 	"github.com/azuma/mimoto/portal/auth"
+	"github.com/azuma/mimoto/portal/members"
 	"github.com/azuma/mimoto/portal/registration"
 )
 
@@ -125,7 +126,8 @@ func newAppServices(s service, database *db.DB, fed *federationSetup) (*appServi
 	}
 	// Apps created in the portal get their federation entity when a federation is
 	// configured (app.entities is set above).
-	app.graphql = graph.Handler(&graph.Resolver{DB: database, Auth: app.portal, Registration: reg, Apps: apps.New(secrets, app.entities)},
+	app.graphql = graph.Handler(&graph.Resolver{DB: database, Auth: app.portal, Registration: reg, Apps: apps.New(secrets, app.entities),
+		Members: members.New(database, members.Config{BaseURL: strings.TrimSuffix(s.issuer, "/")})},
 		graph.Options{SecureCookies: strings.HasPrefix(s.issuer, "https://"), Logger: s.log})
 	app.provider, err = provider.New(provider.Config{
 		Issuer: s.issuer, DB: database, Ring: ring, Keys: keys, Secrets: secrets, HMACSecret: hmacKey,

@@ -90,6 +90,13 @@ type ComplexityRoot struct {
 		Stage func(childComplexity int) int
 	}
 
+	Member struct {
+		AccountID   func(childComplexity int) int
+		DisplayName func(childComplexity int) int
+		Email       func(childComplexity int) int
+		Roles       func(childComplexity int) int
+	}
+
 	Membership struct {
 		Roles      func(childComplexity int) int
 		TenantID   func(childComplexity int) int
@@ -97,12 +104,16 @@ type ComplexityRoot struct {
 	}
 
 	Mutation struct {
+		AcceptInvitation     func(childComplexity int, token string) int
 		ConfirmTOTPEnrolment func(childComplexity int, code string) int
 		CreateApp            func(childComplexity int, tenantID uuid.UUID, input model.CreateAppInput) int
+		InviteMember         func(childComplexity int, tenantID uuid.UUID, email string, roles []model.Role) int
 		Login                func(childComplexity int, email string, password string) int
 		Logout               func(childComplexity int) int
 		Register             func(childComplexity int, input model.RegisterInput) int
+		RemoveMember         func(childComplexity int, tenantID uuid.UUID, accountID uuid.UUID) int
 		RotateAppSecret      func(childComplexity int, tenantID uuid.UUID, appID uuid.UUID) int
+		SetMemberRoles       func(childComplexity int, tenantID uuid.UUID, accountID uuid.UUID, roles []model.Role) int
 		StartTOTPEnrolment   func(childComplexity int) int
 		VerifyEmail          func(childComplexity int, token string) int
 		VerifySecondFactor   func(childComplexity int, code string) int
@@ -122,6 +133,12 @@ type ComplexityRoot struct {
 		VerificationSent func(childComplexity int) int
 	}
 
+	RoleGrant struct {
+		GrantedAt  func(childComplexity int) int
+		LastUsedAt func(childComplexity int) int
+		Role       func(childComplexity int) int
+	}
+
 	TOTPEnrolment struct {
 		Secret func(childComplexity int) int
 		URI    func(childComplexity int) int
@@ -133,6 +150,7 @@ type ComplexityRoot struct {
 		ContractEnd   func(childComplexity int) int
 		ContractStart func(childComplexity int) int
 		ID            func(childComplexity int) int
+		Members       func(childComplexity int) int
 		Name          func(childComplexity int) int
 		Status        func(childComplexity int) int
 		Usage         func(childComplexity int, from *string, to *string) int
@@ -356,6 +374,31 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.LoginResult.Stage(childComplexity), true
 
+	case "Member.accountId":
+		if e.ComplexityRoot.Member.AccountID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Member.AccountID(childComplexity), true
+	case "Member.displayName":
+		if e.ComplexityRoot.Member.DisplayName == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Member.DisplayName(childComplexity), true
+	case "Member.email":
+		if e.ComplexityRoot.Member.Email == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Member.Email(childComplexity), true
+	case "Member.roles":
+		if e.ComplexityRoot.Member.Roles == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Member.Roles(childComplexity), true
+
 	case "Membership.roles":
 		if e.ComplexityRoot.Membership.Roles == nil {
 			break
@@ -375,6 +418,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.Membership.TenantName(childComplexity), true
 
+	case "Mutation.acceptInvitation":
+		if e.ComplexityRoot.Mutation.AcceptInvitation == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_acceptInvitation_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.AcceptInvitation(childComplexity, args["token"].(string)), true
 	case "Mutation.confirmTOTPEnrolment":
 		if e.ComplexityRoot.Mutation.ConfirmTOTPEnrolment == nil {
 			break
@@ -397,6 +451,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.CreateApp(childComplexity, args["tenantId"].(uuid.UUID), args["input"].(model.CreateAppInput)), true
+	case "Mutation.inviteMember":
+		if e.ComplexityRoot.Mutation.InviteMember == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_inviteMember_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.InviteMember(childComplexity, args["tenantId"].(uuid.UUID), args["email"].(string), args["roles"].([]model.Role)), true
 	case "Mutation.login":
 		if e.ComplexityRoot.Mutation.Login == nil {
 			break
@@ -425,6 +490,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.Register(childComplexity, args["input"].(model.RegisterInput)), true
+	case "Mutation.removeMember":
+		if e.ComplexityRoot.Mutation.RemoveMember == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_removeMember_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.RemoveMember(childComplexity, args["tenantId"].(uuid.UUID), args["accountId"].(uuid.UUID)), true
 	case "Mutation.rotateAppSecret":
 		if e.ComplexityRoot.Mutation.RotateAppSecret == nil {
 			break
@@ -436,6 +512,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.RotateAppSecret(childComplexity, args["tenantId"].(uuid.UUID), args["appId"].(uuid.UUID)), true
+	case "Mutation.setMemberRoles":
+		if e.ComplexityRoot.Mutation.SetMemberRoles == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_setMemberRoles_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.SetMemberRoles(childComplexity, args["tenantId"].(uuid.UUID), args["accountId"].(uuid.UUID), args["roles"].([]model.Role)), true
 	case "Mutation.startTOTPEnrolment":
 		if e.ComplexityRoot.Mutation.StartTOTPEnrolment == nil {
 			break
@@ -503,6 +590,25 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.RegisterResult.VerificationSent(childComplexity), true
 
+	case "RoleGrant.grantedAt":
+		if e.ComplexityRoot.RoleGrant.GrantedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RoleGrant.GrantedAt(childComplexity), true
+	case "RoleGrant.lastUsedAt":
+		if e.ComplexityRoot.RoleGrant.LastUsedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RoleGrant.LastUsedAt(childComplexity), true
+	case "RoleGrant.role":
+		if e.ComplexityRoot.RoleGrant.Role == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RoleGrant.Role(childComplexity), true
+
 	case "TOTPEnrolment.secret":
 		if e.ComplexityRoot.TOTPEnrolment.Secret == nil {
 			break
@@ -556,6 +662,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Tenant.ID(childComplexity), true
+	case "Tenant.members":
+		if e.ComplexityRoot.Tenant.Members == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Tenant.Members(childComplexity), true
 	case "Tenant.name":
 		if e.ComplexityRoot.Tenant.Name == nil {
 			break
@@ -769,6 +881,38 @@ type Mutation {
   confirmTOTPEnrolment(code: String!): [String!]!
   "Ends the session."
   logout: Boolean!
+}
+`, BuiltIn: false},
+	{Name: "../schema/members.graphqls", Input: `"A member of the tenant's staff with their roles (the owner's access review, TOM §3)."
+type Member {
+  accountId: ID!
+  email: String!
+  displayName: String!
+  roles: [RoleGrant!]!
+}
+
+"One role of a member: when it was granted and when it last permitted an operation."
+type RoleGrant {
+  role: Role!
+  grantedAt: Time!
+  "Null if the role was never used."
+  lastUsedAt: Time
+}
+
+extend type Tenant {
+  "The tenant's members (roles owner, admin, auditor)."
+  members: [Member!]!
+}
+
+extend type Mutation {
+  "Invites someone by e-mail with roles; only an owner may grant OWNER. The link goes by e-mail only."
+  inviteMember(tenantId: ID!, email: String!, roles: [Role!]!): Boolean!
+  "Accepts an invitation (signed in, with the invited, verified address). Returns the tenant's id."
+  acceptInvitation(token: String!): ID!
+  "Replaces a member's roles; the tenant keeps at least one owner."
+  setMemberRoles(tenantId: ID!, accountId: ID!, roles: [Role!]!): Boolean!
+  "Removes a member; the tenant keeps at least one owner."
+  removeMember(tenantId: ID!, accountId: ID!): Boolean!
 }
 `, BuiltIn: false},
 	{Name: "../schema/registration.graphqls", Input: `"What a prospective customer enters to register (company + first owner)."
@@ -1067,6 +1211,20 @@ func (ec *executionContext) childFields_LoginResult(ctx context.Context, field g
 	return nil, fmt.Errorf("no field named %q was found under type LoginResult", field.Name)
 }
 
+func (ec *executionContext) childFields_Member(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "accountId":
+		return ec.fieldContext_Member_accountId(ctx, field)
+	case "email":
+		return ec.fieldContext_Member_email(ctx, field)
+	case "displayName":
+		return ec.fieldContext_Member_displayName(ctx, field)
+	case "roles":
+		return ec.fieldContext_Member_roles(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type Member", field.Name)
+}
+
 func (ec *executionContext) childFields_Membership(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "tenantId":
@@ -1097,6 +1255,18 @@ func (ec *executionContext) childFields_RegisterResult(ctx context.Context, fiel
 	return nil, fmt.Errorf("no field named %q was found under type RegisterResult", field.Name)
 }
 
+func (ec *executionContext) childFields_RoleGrant(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "role":
+		return ec.fieldContext_RoleGrant_role(ctx, field)
+	case "grantedAt":
+		return ec.fieldContext_RoleGrant_grantedAt(ctx, field)
+	case "lastUsedAt":
+		return ec.fieldContext_RoleGrant_lastUsedAt(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type RoleGrant", field.Name)
+}
+
 func (ec *executionContext) childFields_TOTPEnrolment(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "uri":
@@ -1121,6 +1291,8 @@ func (ec *executionContext) childFields_Tenant(ctx context.Context, field graphq
 		return ec.fieldContext_Tenant_contractEnd(ctx, field)
 	case "apps":
 		return ec.fieldContext_Tenant_apps(ctx, field)
+	case "members":
+		return ec.fieldContext_Tenant_members(ctx, field)
 	case "usage":
 		return ec.fieldContext_Tenant_usage(ctx, field)
 	case "auditEvents":

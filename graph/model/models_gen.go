@@ -91,6 +91,14 @@ type LoginResult struct {
 	Stage LoginStage `json:"stage"`
 }
 
+// A member of the tenant's staff with their roles (the owner's access review, TOM §3).
+type Member struct {
+	AccountID   uuid.UUID   `json:"accountId"`
+	Email       string      `json:"email"`
+	DisplayName string      `json:"displayName"`
+	Roles       []RoleGrant `json:"roles"`
+}
+
 // A role of an account in one tenant.
 type Membership struct {
 	TenantID   uuid.UUID `json:"tenantId"`
@@ -130,6 +138,14 @@ type RegisterResult struct {
 	VerificationSent bool `json:"verificationSent"`
 }
 
+// One role of a member: when it was granted and when it last permitted an operation.
+type RoleGrant struct {
+	Role      Role      `json:"role"`
+	GrantedAt time.Time `json:"grantedAt"`
+	// Null if the role was never used.
+	LastUsedAt *time.Time `json:"lastUsedAt,omitempty"`
+}
+
 // A TOTP enrolment in progress: show the URI as a QR code, then confirm with a code.
 type TOTPEnrolment struct {
 	// otpauth:// URI for authenticator apps.
@@ -149,6 +165,8 @@ type Tenant struct {
 	ContractEnd *string `json:"contractEnd,omitempty"`
 	// The tenant's apps, oldest first (Relay connection).
 	Apps *AppConnection `json:"apps"`
+	// The tenant's members (roles owner, admin, auditor).
+	Members []Member `json:"members"`
 	// Usage per app and month between two months (YYYY-MM, inclusive; default: the last 12). Roles owner, billing, auditor.
 	Usage []UsageMonth `json:"usage"`
 	// The audit trail, newest first, optionally filtered. Roles owner, admin, dpo, auditor.
