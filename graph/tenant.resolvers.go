@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/azuma/mimoto/compliance/audit"
 	"github.com/azuma/mimoto/graph/generated"
 	"github.com/azuma/mimoto/graph/model"
 	"github.com/azuma/mimoto/portal/apps"
@@ -47,6 +48,39 @@ func (r *mutationResolver) RotateAppSecret(ctx context.Context, tenantID uuid.UU
 		return err
 	})
 	return secret, portalError(err)
+}
+
+// UpdateApp is the resolver for the updateApp field.
+func (r *mutationResolver) UpdateApp(ctx context.Context, tenantID uuid.UUID, appID uuid.UUID, input model.UpdateAppInput) (*model.App, error) {
+	var out *model.App
+	err := r.inTenant(ctx, tenantID, authz.AppsWrite, func(ctx context.Context, tx bun.Tx, actor string) error {
+		a, err := r.Apps.Change(ctx, tx, tenantID, appID, actor, apps.Update{Name: input.Name, RedirectURIs: input.RedirectUris,
+			Scopes: input.Scopes, JWKS: input.Jwks, RequirePAR: input.RequirePar, FAPI2: input.Fapi2})
+		if err == nil {
+			out = appModel(*a)
+		}
+		return err
+	})
+	return out, portalError(err)
+}
+
+// UpdateTenantName is the resolver for the updateTenantName field.
+func (r *mutationResolver) UpdateTenantName(ctx context.Context, tenantID uuid.UUID, name string) (*model.Tenant, error) {
+	name = strings.TrimSpace(name)
+	if len(name) == 0 || len(name) > 200 {
+		return nil, &codedError{code: CodeBadUserInput, msg: "1 to 200 characters", field: "name"}
+	}
+	err := r.inTenant(ctx, tenantID, authz.TenantUpdate, func(ctx context.Context, tx bun.Tx, actor string) error {
+		if _, err := tx.ExecContext(ctx, `UPDATE tenants SET name = ?, updated_at = now() WHERE id = ?`, name, tenantID); err != nil {
+			return err
+		}
+		return audit.Record(ctx, tx, audit.Event{TenantID: tenantID, Actor: actor, Action: "tenant.rename",
+			Target: "tenant:" + tenantID.String(), Outcome: audit.Success})
+	})
+	if err != nil {
+		return nil, portalError(err)
+	}
+	return r.Query().Tenant(ctx, tenantID)
 }
 
 // Tenant is the resolver for the tenant field.

@@ -165,3 +165,33 @@ func TestCreateAppValidation(t *testing.T) {
 		t.Fatalf("loopback redirect: %+v", r)
 	}
 }
+
+func TestUpdateAppAndTenantName(t *testing.T) {
+	p, _ := newPortal(t)
+	owner := p.signIn("anna@praxis.test")
+	billing := p.member(p.tenant, "billing@praxis.test", "billing")
+	r := p.do(owner, qCreateApp, map[string]any{"t": p.tenant, "in": appInput("App")})
+	appID := r.Data["createApp"].(map[string]any)["app"].(map[string]any)["id"].(string)
+	const qUpdate = `mutation($t: ID!, $a: ID!, $in: UpdateAppInput!) { updateApp(tenantId: $t, appId: $a, input: $in) { name redirectUris scopes requirePar } }`
+	r = p.do(owner, qUpdate, map[string]any{"t": p.tenant, "a": appID, "in": map[string]any{"redirectUris": []string{"https://app.example/new"}, "requirePar": true}})
+	app, _ := r.Data["updateApp"].(map[string]any)
+	if app == nil || app["requirePar"] != true || app["redirectUris"].([]any)[0] != "https://app.example/new" || app["name"] != "App" {
+		t.Fatalf("update: %+v", r)
+	}
+	if r := p.do(owner, qUpdate, map[string]any{"t": p.tenant, "a": appID, "in": map[string]any{"scopes": []string{"urn:telematik:email"}}}); r.code() != graph.CodeBadUserInput {
+		t.Fatalf("update dropping openid: %+v", r)
+	}
+	if r := p.do(billing, qUpdate, map[string]any{"t": p.tenant, "a": appID, "in": map[string]any{"name": "x"}}); r.code() != graph.CodeForbidden {
+		t.Fatalf("billing updating an app: %+v", r)
+	}
+	if r := p.do(owner, qUpdate, map[string]any{"t": p.tenant, "a": uuid.NewString(), "in": map[string]any{"name": "x"}}); r.code() != graph.CodeNotFound {
+		t.Fatalf("unknown app: %+v", r)
+	}
+	const qRename = `mutation($t: ID!, $n: String!) { updateTenantName(tenantId: $t, name: $n) { name } }`
+	if r := p.do(owner, qRename, map[string]any{"t": p.tenant, "n": "Praxis Süd"}); r.code() != "" || r.Data["updateTenantName"].(map[string]any)["name"] != "Praxis Süd" {
+		t.Fatalf("rename: %+v", r)
+	}
+	if r := p.do(billing, qRename, map[string]any{"t": p.tenant, "n": "x"}); r.code() != graph.CodeForbidden {
+		t.Fatalf("billing renaming: %+v", r)
+	}
+}

@@ -115,6 +115,8 @@ type ComplexityRoot struct {
 		RotateAppSecret      func(childComplexity int, tenantID uuid.UUID, appID uuid.UUID) int
 		SetMemberRoles       func(childComplexity int, tenantID uuid.UUID, accountID uuid.UUID, roles []model.Role) int
 		StartTOTPEnrolment   func(childComplexity int) int
+		UpdateApp            func(childComplexity int, tenantID uuid.UUID, appID uuid.UUID, input model.UpdateAppInput) int
+		UpdateTenantName     func(childComplexity int, tenantID uuid.UUID, name string) int
 		VerifyEmail          func(childComplexity int, token string) int
 		VerifySecondFactor   func(childComplexity int, code string) int
 	}
@@ -529,6 +531,28 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.StartTOTPEnrolment(childComplexity), true
+	case "Mutation.updateApp":
+		if e.ComplexityRoot.Mutation.UpdateApp == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_updateApp_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.UpdateApp(childComplexity, args["tenantId"].(uuid.UUID), args["appId"].(uuid.UUID), args["input"].(model.UpdateAppInput)), true
+	case "Mutation.updateTenantName":
+		if e.ComplexityRoot.Mutation.UpdateTenantName == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_updateTenantName_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.UpdateTenantName(childComplexity, args["tenantId"].(uuid.UUID), args["name"].(string)), true
 	case "Mutation.verifyEmail":
 		if e.ComplexityRoot.Mutation.VerifyEmail == nil {
 			break
@@ -734,6 +758,7 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 		return graphql.NewInputUnmarshalerIndex(
 			graphql.NewInputUnmarshaler("CreateAppInput", ec.unmarshalInputCreateAppInput),
 			graphql.NewInputUnmarshaler("RegisterInput", ec.unmarshalInputRegisterInput),
+			graphql.NewInputUnmarshaler("UpdateAppInput", ec.unmarshalInputUpdateAppInput),
 		)
 	}
 	first := true
@@ -1037,6 +1062,23 @@ extend type Mutation {
   createApp(tenantId: ID!, input: CreateAppInput!): CreateAppPayload!
   "Replaces a CLIENT_SECRET_BASIC app's secret; the new one is shown this once."
   rotateAppSecret(tenantId: ID!, appId: ID!): String!
+}
+
+"A change to an app; omitted fields stay as they are. The authentication method is fixed at creation."
+input UpdateAppInput {
+  name: String
+  redirectUris: [String!]
+  scopes: [String!]
+  jwks: String
+  requirePar: Boolean
+  fapi2: Boolean
+}
+
+extend type Mutation {
+  "Changes an app (roles owner, admin, developer). Clients see the change within seconds."
+  updateApp(tenantId: ID!, appId: ID!, input: UpdateAppInput!): App!
+  "Renames the tenant (roles owner, admin)."
+  updateTenantName(tenantId: ID!, name: String!): Tenant!
 }
 `, BuiltIn: false},
 	{Name: "../schema/usage.graphqls", Input: `"One app's usage in one calendar month (UTC), from the pseudonymised meta data."

@@ -891,6 +891,83 @@ func UnmarshalCreateAppInput(ctx context.Context, raw any) (model.CreateAppInput
 	return out, err
 }
 
+func (ec *executionContext) unmarshalInputUpdateAppInput(ctx context.Context, obj any) (model.UpdateAppInput, error) {
+	var it model.UpdateAppInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"name", "redirectUris", "scopes", "jwks", "requirePar", "fapi2"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "name":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("name"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Name = data
+		case "redirectUris":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("redirectUris"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RedirectUris = data
+		case "scopes":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("scopes"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Scopes = data
+		case "jwks":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("jwks"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Jwks = data
+		case "requirePar":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("requirePar"))
+			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RequirePar = data
+		case "fapi2":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("fapi2"))
+			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Fapi2 = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalUpdateAppInput unmarshals raw into the UpdateAppInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalUpdateAppInput(ctx context.Context, raw any) (model.UpdateAppInput, error) {
+	var out model.UpdateAppInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "UpdateAppInput", raw, &out)
+	return out, err
+}
+
 // endregion **************************** input.gotpl *****************************
 
 // region    ************************** interface.gotpl ***************************
@@ -1283,6 +1360,11 @@ func (ec *executionContext) unmarshalNTenantStatus2githubᚗcomᚋazumaᚋmimoto
 
 func (ec *executionContext) marshalNTenantStatus2githubᚗcomᚋazumaᚋmimotoᚋgraphᚋmodelᚐTenantStatus(ctx context.Context, sel ast.SelectionSet, v model.TenantStatus) graphql.Marshaler {
 	return v
+}
+
+func (ec *executionContext) unmarshalNUpdateAppInput2githubᚗcomᚋazumaᚋmimotoᚋgraphᚋmodelᚐUpdateAppInput(ctx context.Context, v any) (model.UpdateAppInput, error) {
+	res, err := ec.unmarshalInputUpdateAppInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
 }
 
 // endregion ***************************** type.gotpl *****************************

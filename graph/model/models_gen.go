@@ -173,6 +173,16 @@ type Tenant struct {
 	AuditEvents *AuditEventConnection `json:"auditEvents"`
 }
 
+// A change to an app; omitted fields stay as they are. The authentication method is fixed at creation.
+type UpdateAppInput struct {
+	Name         *string  `json:"name,omitempty"`
+	RedirectUris []string `json:"redirectUris,omitempty"`
+	Scopes       []string `json:"scopes,omitempty"`
+	Jwks         *string  `json:"jwks,omitempty"`
+	RequirePar   *bool    `json:"requirePar,omitempty"`
+	Fapi2        *bool    `json:"fapi2,omitempty"`
+}
+
 // One app's usage in one calendar month (UTC), from the pseudonymised meta data.
 type UsageMonth struct {
 	// YYYY-MM
