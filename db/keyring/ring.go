@@ -86,9 +86,10 @@ func WithCacheSize(n int) Option { return func(c *config) { c.size = n } }
 // Ring seals and opens tenant data under per-tenant data keys wrapped by a KEK.
 // It is safe for concurrent use; create one per process.
 type Ring struct {
-	kek   *KEK
-	cache *cache
-	now   func() time.Time
+	kek    *KEK
+	cache  *cache
+	recent recentKeys
+	now    func() time.Time
 }
 
 // New returns a ring that wraps data keys with kek.
