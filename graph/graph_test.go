@@ -23,6 +23,7 @@ import (
 	"github.com/azuma/mimoto/portal/apps"
 	"github.com/azuma/mimoto/portal/auth"
 	"github.com/azuma/mimoto/portal/members"
+	"github.com/azuma/mimoto/portal/operator"
 )
 
 const pw = "Sicher-Passwort-42!"
@@ -47,7 +48,8 @@ func newPortal(t testing.TB) (*portal, uuid.UUID) {
 	secretKey, _ := kek.DeriveKey("mimoto/oidc/client-secret/v1")
 	secrets, _ := provider.NewSecretHasher(secretKey)
 	mux := http.NewServeMux()
-	mux.Handle(graph.Path, graph.Handler(&graph.Resolver{DB: d.App, Auth: a, Apps: apps.New(secrets, nil), Members: members.New(d.App, members.Config{BaseURL: "https://portal.test"})}, graph.Options{}))
+	mux.Handle(graph.Path, graph.Handler(&graph.Resolver{DB: d.App, Auth: a, Apps: apps.New(secrets, nil), Members: members.New(d.App, members.Config{BaseURL: "https://portal.test"}),
+		Operators: operator.New(d.App), Deletion: newDeletionService(t, d)}, graph.Options{}))
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 

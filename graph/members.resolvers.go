@@ -57,7 +57,8 @@ func (r *tenantResolver) Members(ctx context.Context, obj *model.Tenant) ([]mode
 	err := r.inTenant(ctx, obj.ID, authz.MembersRead, func(ctx context.Context, tx bun.Tx, _ string) error {
 		list, err := members.List(ctx, tx, obj.ID)
 		for _, m := range list {
-			mm := model.Member{AccountID: m.AccountID, Email: m.Email, DisplayName: m.DisplayName, Roles: []model.RoleGrant{}}
+			mm := model.Member{AccountID: m.AccountID, Email: m.Email, DisplayName: m.DisplayName, Roles: []model.RoleGrant{},
+				FailedSignIns: m.FailedSignIns, LockedUntil: m.LockedUntil}
 			for _, g := range m.Roles {
 				mm.Roles = append(mm.Roles, model.RoleGrant{Role: model.Role(strings.ToUpper(string(g.Role))), GrantedAt: g.GrantedAt, LastUsedAt: g.LastUsedAt})
 			}

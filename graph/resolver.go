@@ -1,10 +1,13 @@
 package graph
 
 import (
+	"github.com/azuma/mimoto/compliance/deletion"
 	"github.com/azuma/mimoto/db"
 	"github.com/azuma/mimoto/portal/apps"
 	"github.com/azuma/mimoto/portal/auth"
 	"github.com/azuma/mimoto/portal/members"
+	"github.com/azuma/mimoto/portal/operator"
+	"github.com/azuma/mimoto/portal/passkey"
 	"github.com/azuma/mimoto/portal/registration"
 )
 
@@ -18,4 +21,11 @@ type Resolver struct {
 	Apps *apps.Service
 	// Members invites staff and accepts invitations.
 	Members *members.Service
+	// Operators runs the platform operators' operations (tenant contracts).
+	Operators *operator.Service
+	// Deletion files data subjects' deletion requests.
+	Deletion *deletion.Service
+	// Passkeys registers WebAuthn credentials and signs in with them (nil: not
+	// available, e.g. without a usable public URL).
+	Passkeys *passkey.Service
 }

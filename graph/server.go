@@ -42,6 +42,8 @@ type Options struct {
 	MaxBodyBytes int64
 	// Complexity bounds a query (default 200).
 	Complexity int
+	// MaxDepth bounds how deeply a query's fields nest (default 12).
+	MaxDepth int
 }
 
 // Handler serves the portal API. Only POST with a JSON body is accepted (no GET, no
@@ -54,11 +56,15 @@ func Handler(r *Resolver, o Options) http.Handler {
 	if o.Complexity == 0 {
 		o.Complexity = 200
 	}
+	if o.MaxDepth == 0 {
+		o.MaxDepth = 12
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	srv := handler.New(generated.NewExecutableSchema(generated.Config{Resolvers: r}))
 	srv.AddTransport(transport.POST{})
+	srv.Use(depthLimit{max: o.MaxDepth})
 	srv.Use(extension.FixedComplexityLimit(o.Complexity))
 	// Parsed and validated queries are kept: the portal sends the same few queries.
 	srv.SetQueryCache(lru.New[*ast.QueryDocument](1000))

@@ -20,24 +20,36 @@ import (
 // inTenant runs fn for the signed-in account in a tenant, after the one
 // authorization check (authz.Require), in a transaction bound to both the account
 // and the tenant (row-level security). actor names the account for the audit trail.
+// A refusal (FORBIDDEN, from authz or from the domain) rolls that transaction back
+// and is recorded in the tenant's trail in a transaction of its own (authz.denied).
 func (r *Resolver) inTenant(ctx context.Context, tenantID uuid.UUID, op authz.Operation, fn func(ctx context.Context, tx bun.Tx, actor string) error) error {
 	sess, err := session(ctx, true)
 	if err != nil {
 		return err
 	}
+	err = r.runInTenant(ctx, sess.AccountID, tenantID, op, fn)
+	if isForbidden(err) {
+		if rerr := authz.RecordDenied(ctx, r.DB, sess.AccountID, tenantID, string(op)); rerr != nil {
+			return errors.Join(err, rerr)
+		}
+	}
+	return err
+}
+
+func (r *Resolver) runInTenant(ctx context.Context, account, tenantID uuid.UUID, op authz.Operation, fn func(ctx context.Context, tx bun.Tx, actor string) error) error {
 	if hc := httpFrom(ctx); hc != nil && isQuery(ctx) {
-		served, err := hc.inReadScope(ctx, r.DB, sess.AccountID, tenantID, op, func(ctx context.Context, tx bun.Tx) error {
-			return fn(ctx, tx, "account:"+sess.AccountID.String())
+		served, err := hc.inReadScope(ctx, r.DB, account, tenantID, op, func(ctx context.Context, tx bun.Tx) error {
+			return fn(ctx, tx, "account:"+account.String())
 		})
 		if served {
 			return err
 		}
 	}
-	return r.DB.InAccount(ctx, sess.AccountID, tenantID, func(ctx context.Context, tx bun.Tx) error {
-		if err := authz.Require(ctx, tx, sess.AccountID, tenantID, op); err != nil {
+	return r.DB.InAccount(ctx, account, tenantID, func(ctx context.Context, tx bun.Tx) error {
+		if err := authz.Require(ctx, tx, account, tenantID, op); err != nil {
 			return err
 		}
-		return fn(ctx, tx, "account:"+sess.AccountID.String())
+		return fn(ctx, tx, "account:"+account.String())
 	})
 }
 

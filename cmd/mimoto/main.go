@@ -43,6 +43,7 @@ func commands() []command {
 		{"serve", "run the service (production: TLS, pinned federation, no simulator)", runServe},
 		{"dev", "migrate, seed a demo tenant and run everything on loopback for development", runDev},
 		{"migrate", "apply the database migrations as the schema owner", runMigrate},
+		{"operator", "grant, revoke or list platform operators (grant|revoke <email>, list)", runOperator},
 		{"version", "print version, commit, Go version and the modules built in", runVersion},
 		{"dev-postgres", "find or start a PostgreSQL server for dev and tests; print its superuser URL", runDevPostgres},
 	}

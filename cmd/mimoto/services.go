@@ -10,8 +10,11 @@ import (
 
 	jose "github.com/go-jose/go-jose/v4"
 
+	"github.com/google/uuid"
 	"github.com/riverqueue/river"
+	"github.com/uptrace/bun"
 
+	"github.com/azuma/mimoto/compliance/deletion"
 	"github.com/azuma/mimoto/db"
 	"github.com/azuma/mimoto/db/keyring"
 	"github.com/azuma/mimoto/graph"
@@ -28,6 +31,8 @@ import (
 	"github.com/azuma/mimoto/portal/apps"
 	"github.com/azuma/mimoto/portal/auth"
 	"github.com/azuma/mimoto/portal/members"
+	"github.com/azuma/mimoto/portal/operator"
+	"github.com/azuma/mimoto/portal/passkey"
 	"github.com/azuma/mimoto/portal/registration"
 )
 
@@ -86,6 +91,10 @@ func newAppServices(s service, database *db.DB, fed *federationSetup) (*appServi
 		return nil, err
 	}
 	app.portal = auth.New(database, app.accounts, auth.Config{})
+	passkeys, err := newPasskeys(s, database, app)
+	if err != nil {
+		return nil, err
+	}
 	reg := registration.New(database, registration.Config{
 		VerifyURL: strings.TrimSuffix(s.issuer, "/") + "/portal/verify-email",
 		SignInURL: strings.TrimSuffix(s.issuer, "/") + "/portal/",
@@ -124,10 +133,23 @@ func newAppServices(s service, database *db.DB, fed *federationSetup) (*appServi
 		}
 		auth = app.broker
 	}
+	// Deletion requests enqueue their job in the filing transaction (app.jobs is set
+	// below, before anything is served).
+	refKey, err := s.kek.DeriveKey(deletion.SubjectRefPurpose)
+	if err != nil {
+		return nil, err
+	}
+	deletions, err := deletion.New(refKey, func(ctx context.Context, tx bun.Tx, id uuid.UUID) error {
+		return jobs.EnqueueDeletionRequest(ctx, app.jobs, tx, id)
+	})
+	if err != nil {
+		return nil, err
+	}
 	// Apps created in the portal get their federation entity when a federation is
 	// configured (app.entities is set above).
 	app.graphql = graph.Handler(&graph.Resolver{DB: database, Auth: app.portal, Registration: reg, Apps: apps.New(secrets, app.entities),
-		Members: members.New(database, members.Config{BaseURL: strings.TrimSuffix(s.issuer, "/")})},
+		Members:   members.New(database, members.Config{BaseURL: strings.TrimSuffix(s.issuer, "/")}),
+		Operators: operator.New(database), Deletion: deletions, Passkeys: passkeys},
 		graph.Options{SecureCookies: strings.HasPrefix(s.issuer, "https://"), Logger: s.log})
 	app.provider, err = provider.New(provider.Config{
 		Issuer: s.issuer, DB: database, Ring: ring, Keys: keys, Secrets: secrets, HMACSecret: hmacKey,
@@ -141,6 +163,7 @@ func newAppServices(s service, database *db.DB, fed *federationSetup) (*appServi
 	river.AddWorker(workers, &jobs.SweepWorker{DB: database})
 	river.AddWorker(workers, jobs.NewSigningKeyRotationWorker(keys))
 	river.AddWorker(workers, &mail.Worker{Deliverer: deliverer})
+	river.AddWorker(workers, &jobs.DeletionRequestWorker{DB: database})
 	periodic := []*river.PeriodicJob{jobs.SweepPeriodic(time.Minute), jobs.SigningKeyRotationPeriodic(time.Hour),
 		mail.Periodic(5 * time.Second)}
 	if app.broker != nil {
@@ -171,6 +194,18 @@ func (a *appServices) adminMux(mux *http.ServeMux) *http.ServeMux {
 		mux.Handle("GET "+mail.MailboxPath, a.mailbox)
 	}
 	return mux
+}
+
+// newPasskeys sets up portal passkeys (WebAuthn) with the RP ID and origin of the
+// public URL. A URL WebAuthn cannot work with (an IP address other than loopback)
+// leaves them off, with a warning: TOTP remains.
+func newPasskeys(s service, database *db.DB, app *appServices) (*passkey.Service, error) {
+	rpID, origin, err := passkey.RelyingParty(s.issuer, s.cfg.Portal.WebAuthnRPID)
+	if err != nil {
+		s.log.Warn("portal passkeys are off", "reason", err.Error())
+		return nil, nil
+	}
+	return passkey.New(database, app.portal, app.accounts, passkey.Config{RPID: rpID, Origins: []string{origin}})
 }
 
 func newSecretHasher(kek *keyring.KEK) (*provider.SecretHasher, error) {

@@ -1,7 +1,9 @@
 // Package audit writes the tenant's audit trail: one event per mutation, failed
 // login and refused authorization, in the same transaction as the change it records
 // (so there is no change without its event). The table is append-only for the
-// service role. Platform events of the maintenance path are written by db.Maintenance.
+// service role. Platform events of the maintenance path are written by db.Maintenance;
+// account-level events (failed sign-ins, lockouts, refused operator operations),
+// which belong to no tenant, by RecordPlatform.
 package audit
 
 import (
@@ -57,6 +59,44 @@ func Record(ctx context.Context, tx bun.IDB, e Event) error {
 	_, err = tx.ExecContext(ctx, `INSERT INTO audit_events (tenant_id, actor, action, target, request_id, outcome, details)
 		VALUES (?, ?, ?, ?, ?, ?, ?)`, e.TenantID, e.Actor, e.Action, e.Target, e.RequestID, string(e.Outcome), string(raw))
 	if err != nil {
+		return fmt.Errorf("audit: recording %s: %w", e.Action, err)
+	}
+	return nil
+}
+
+// PlatformEvent is an account-level audit record (tenant_id NULL): failed sign-ins,
+// lockouts, refused operator operations. Action must be of the account.* or authz.*
+// family (the database refuses others). Details: no passwords, codes or personal data
+// of insured persons; ids, reasons, counts.
+type PlatformEvent struct {
+	Actor   string // e.g. "account:<uuid>", "anonymous"
+	Action  string // e.g. "account.login_failed"
+	Target  string
+	Outcome Outcome
+	Details map[string]any
+}
+
+// RecordPlatform inserts e into the platform trail through the insert-only function
+// mimoto_record_platform_event, in the caller's transaction (or on db directly).
+func RecordPlatform(ctx context.Context, db bun.IDB, e PlatformEvent) error {
+	if e.Actor == "" || e.Action == "" {
+		return errors.New("audit: actor and action are required")
+	}
+	switch e.Outcome {
+	case Success, Failure, Denied:
+	default:
+		return fmt.Errorf("audit: unknown outcome %q", e.Outcome)
+	}
+	details := e.Details
+	if details == nil {
+		details = map[string]any{}
+	}
+	raw, err := json.Marshal(details)
+	if err != nil {
+		return fmt.Errorf("audit: details: %w", err)
+	}
+	if _, err := db.ExecContext(ctx, `SELECT mimoto_record_platform_event(?, ?, ?, ?, ?::jsonb)`,
+		e.Actor, e.Action, e.Target, string(e.Outcome), string(raw)); err != nil {
 		return fmt.Errorf("audit: recording %s: %w", e.Action, err)
 	}
 	return nil

@@ -23,6 +23,7 @@ func NewExecutableSchema(cfg Config) graphql.ExecutableSchema {
 type Config = graphql.Config[ResolverRoot, DirectiveRoot, ComplexityRoot]
 
 type ResolverRoot interface {
+	Account() AccountResolver
 	Mutation() MutationResolver
 	Query() QueryResolver
 	Tenant() TenantResolver
@@ -37,6 +38,8 @@ type ComplexityRoot struct {
 		Email                func(childComplexity int) int
 		ID                   func(childComplexity int) int
 		Memberships          func(childComplexity int) int
+		Passkeys             func(childComplexity int) int
+		PlatformOperator     func(childComplexity int) int
 		SecondFactorEnrolled func(childComplexity int) int
 	}
 
@@ -86,15 +89,39 @@ type ComplexityRoot struct {
 		ClientSecret func(childComplexity int) int
 	}
 
+	DeletionRequest struct {
+		AppID         func(childComplexity int) int
+		AppName       func(childComplexity int) int
+		CompletedAt   func(childComplexity int) int
+		DeletedEvents func(childComplexity int) int
+		ID            func(childComplexity int) int
+		Reason        func(childComplexity int) int
+		RequestedAt   func(childComplexity int) int
+		RequestedBy   func(childComplexity int) int
+		Status        func(childComplexity int) int
+	}
+
+	DeletionRequestConnection struct {
+		Edges    func(childComplexity int) int
+		PageInfo func(childComplexity int) int
+	}
+
+	DeletionRequestEdge struct {
+		Cursor func(childComplexity int) int
+		Node   func(childComplexity int) int
+	}
+
 	LoginResult struct {
 		Stage func(childComplexity int) int
 	}
 
 	Member struct {
-		AccountID   func(childComplexity int) int
-		DisplayName func(childComplexity int) int
-		Email       func(childComplexity int) int
-		Roles       func(childComplexity int) int
+		AccountID     func(childComplexity int) int
+		DisplayName   func(childComplexity int) int
+		Email         func(childComplexity int) int
+		FailedSignIns func(childComplexity int) int
+		LockedUntil   func(childComplexity int) int
+		Roles         func(childComplexity int) int
 	}
 
 	Membership struct {
@@ -104,21 +131,49 @@ type ComplexityRoot struct {
 	}
 
 	Mutation struct {
-		AcceptInvitation     func(childComplexity int, token string) int
-		ConfirmTOTPEnrolment func(childComplexity int, code string) int
-		CreateApp            func(childComplexity int, tenantID uuid.UUID, input model.CreateAppInput) int
-		InviteMember         func(childComplexity int, tenantID uuid.UUID, email string, roles []model.Role) int
-		Login                func(childComplexity int, email string, password string) int
-		Logout               func(childComplexity int) int
-		Register             func(childComplexity int, input model.RegisterInput) int
-		RemoveMember         func(childComplexity int, tenantID uuid.UUID, accountID uuid.UUID) int
-		RotateAppSecret      func(childComplexity int, tenantID uuid.UUID, appID uuid.UUID) int
-		SetMemberRoles       func(childComplexity int, tenantID uuid.UUID, accountID uuid.UUID, roles []model.Role) int
-		StartTOTPEnrolment   func(childComplexity int) int
-		UpdateApp            func(childComplexity int, tenantID uuid.UUID, appID uuid.UUID, input model.UpdateAppInput) int
-		UpdateTenantName     func(childComplexity int, tenantID uuid.UUID, name string) int
-		VerifyEmail          func(childComplexity int, token string) int
-		VerifySecondFactor   func(childComplexity int, code string) int
+		AcceptInvitation          func(childComplexity int, token string) int
+		ConfirmTOTPEnrolment      func(childComplexity int, code string) int
+		CreateApp                 func(childComplexity int, tenantID uuid.UUID, input model.CreateAppInput) int
+		FileDeletionRequest       func(childComplexity int, tenantID uuid.UUID, input model.FileDeletionRequestInput) int
+		FinishPasskeyRegistration func(childComplexity int, name string, response string) int
+		FinishPasskeySignIn       func(childComplexity int, response string) int
+		InviteMember              func(childComplexity int, tenantID uuid.UUID, email string, roles []model.Role) int
+		Login                     func(childComplexity int, email string, password string) int
+		Logout                    func(childComplexity int) int
+		Register                  func(childComplexity int, input model.RegisterInput) int
+		RemoveMember              func(childComplexity int, tenantID uuid.UUID, accountID uuid.UUID) int
+		RemovePasskey             func(childComplexity int, id uuid.UUID) int
+		RenamePasskey             func(childComplexity int, id uuid.UUID, name string) int
+		RotateAppSecret           func(childComplexity int, tenantID uuid.UUID, appID uuid.UUID) int
+		SetMemberRoles            func(childComplexity int, tenantID uuid.UUID, accountID uuid.UUID, roles []model.Role) int
+		SetTenantContract         func(childComplexity int, tenantID uuid.UUID, input model.TenantContractInput) int
+		SetTenantStatus           func(childComplexity int, tenantID uuid.UUID, status model.TenantStatus) int
+		StartPasskeyRegistration  func(childComplexity int) int
+		StartPasskeySignIn        func(childComplexity int) int
+		StartTOTPEnrolment        func(childComplexity int) int
+		UpdateApp                 func(childComplexity int, tenantID uuid.UUID, appID uuid.UUID, input model.UpdateAppInput) int
+		UpdateTenantName          func(childComplexity int, tenantID uuid.UUID, name string) int
+		VerifyEmail               func(childComplexity int, token string) int
+		VerifySecondFactor        func(childComplexity int, code string) int
+	}
+
+	OperatorTenant struct {
+		ContractEnd   func(childComplexity int) int
+		ContractStart func(childComplexity int) int
+		CreatedAt     func(childComplexity int) int
+		ID            func(childComplexity int) int
+		Name          func(childComplexity int) int
+		Status        func(childComplexity int) int
+	}
+
+	OperatorTenantConnection struct {
+		Edges    func(childComplexity int) int
+		PageInfo func(childComplexity int) int
+	}
+
+	OperatorTenantEdge struct {
+		Cursor func(childComplexity int) int
+		Node   func(childComplexity int) int
 	}
 
 	PageInfo struct {
@@ -126,9 +181,18 @@ type ComplexityRoot struct {
 		HasNextPage func(childComplexity int) int
 	}
 
+	Passkey struct {
+		BackupEligible func(childComplexity int) int
+		CreatedAt      func(childComplexity int) int
+		ID             func(childComplexity int) int
+		LastUsedAt     func(childComplexity int) int
+		Name           func(childComplexity int) int
+	}
+
 	Query struct {
-		Me     func(childComplexity int) int
-		Tenant func(childComplexity int, id uuid.UUID) int
+		Me              func(childComplexity int) int
+		OperatorTenants func(childComplexity int, first *int, after *string, status *model.TenantStatus) int
+		Tenant          func(childComplexity int, id uuid.UUID) int
 	}
 
 	RegisterResult struct {
@@ -147,15 +211,16 @@ type ComplexityRoot struct {
 	}
 
 	Tenant struct {
-		Apps          func(childComplexity int, first *int, after *string) int
-		AuditEvents   func(childComplexity int, first *int, after *string, action *string, outcome *model.AuditOutcome) int
-		ContractEnd   func(childComplexity int) int
-		ContractStart func(childComplexity int) int
-		ID            func(childComplexity int) int
-		Members       func(childComplexity int) int
-		Name          func(childComplexity int) int
-		Status        func(childComplexity int) int
-		Usage         func(childComplexity int, from *string, to *string) int
+		Apps             func(childComplexity int, first *int, after *string) int
+		AuditEvents      func(childComplexity int, first *int, after *string, action *string, outcome *model.AuditOutcome) int
+		ContractEnd      func(childComplexity int) int
+		ContractStart    func(childComplexity int) int
+		DeletionRequests func(childComplexity int, first *int, after *string) int
+		ID               func(childComplexity int) int
+		Members          func(childComplexity int) int
+		Name             func(childComplexity int) int
+		Status           func(childComplexity int) int
+		Usage            func(childComplexity int, from *string, to *string) int
 	}
 
 	UsageMonth struct {
@@ -205,6 +270,18 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Account.Memberships(childComplexity), true
+	case "Account.passkeys":
+		if e.ComplexityRoot.Account.Passkeys == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Account.Passkeys(childComplexity), true
+	case "Account.platformOperator":
+		if e.ComplexityRoot.Account.PlatformOperator == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Account.PlatformOperator(childComplexity), true
 	case "Account.secondFactorEnrolled":
 		if e.ComplexityRoot.Account.SecondFactorEnrolled == nil {
 			break
@@ -369,6 +446,87 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.CreateAppPayload.ClientSecret(childComplexity), true
 
+	case "DeletionRequest.appId":
+		if e.ComplexityRoot.DeletionRequest.AppID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DeletionRequest.AppID(childComplexity), true
+	case "DeletionRequest.appName":
+		if e.ComplexityRoot.DeletionRequest.AppName == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DeletionRequest.AppName(childComplexity), true
+	case "DeletionRequest.completedAt":
+		if e.ComplexityRoot.DeletionRequest.CompletedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DeletionRequest.CompletedAt(childComplexity), true
+	case "DeletionRequest.deletedEvents":
+		if e.ComplexityRoot.DeletionRequest.DeletedEvents == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DeletionRequest.DeletedEvents(childComplexity), true
+	case "DeletionRequest.id":
+		if e.ComplexityRoot.DeletionRequest.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DeletionRequest.ID(childComplexity), true
+	case "DeletionRequest.reason":
+		if e.ComplexityRoot.DeletionRequest.Reason == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DeletionRequest.Reason(childComplexity), true
+	case "DeletionRequest.requestedAt":
+		if e.ComplexityRoot.DeletionRequest.RequestedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DeletionRequest.RequestedAt(childComplexity), true
+	case "DeletionRequest.requestedBy":
+		if e.ComplexityRoot.DeletionRequest.RequestedBy == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DeletionRequest.RequestedBy(childComplexity), true
+	case "DeletionRequest.status":
+		if e.ComplexityRoot.DeletionRequest.Status == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DeletionRequest.Status(childComplexity), true
+
+	case "DeletionRequestConnection.edges":
+		if e.ComplexityRoot.DeletionRequestConnection.Edges == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DeletionRequestConnection.Edges(childComplexity), true
+	case "DeletionRequestConnection.pageInfo":
+		if e.ComplexityRoot.DeletionRequestConnection.PageInfo == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DeletionRequestConnection.PageInfo(childComplexity), true
+
+	case "DeletionRequestEdge.cursor":
+		if e.ComplexityRoot.DeletionRequestEdge.Cursor == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DeletionRequestEdge.Cursor(childComplexity), true
+	case "DeletionRequestEdge.node":
+		if e.ComplexityRoot.DeletionRequestEdge.Node == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DeletionRequestEdge.Node(childComplexity), true
+
 	case "LoginResult.stage":
 		if e.ComplexityRoot.LoginResult.Stage == nil {
 			break
@@ -394,6 +552,18 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Member.Email(childComplexity), true
+	case "Member.failedSignIns":
+		if e.ComplexityRoot.Member.FailedSignIns == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Member.FailedSignIns(childComplexity), true
+	case "Member.lockedUntil":
+		if e.ComplexityRoot.Member.LockedUntil == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Member.LockedUntil(childComplexity), true
 	case "Member.roles":
 		if e.ComplexityRoot.Member.Roles == nil {
 			break
@@ -453,6 +623,39 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.CreateApp(childComplexity, args["tenantId"].(uuid.UUID), args["input"].(model.CreateAppInput)), true
+	case "Mutation.fileDeletionRequest":
+		if e.ComplexityRoot.Mutation.FileDeletionRequest == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_fileDeletionRequest_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.FileDeletionRequest(childComplexity, args["tenantId"].(uuid.UUID), args["input"].(model.FileDeletionRequestInput)), true
+	case "Mutation.finishPasskeyRegistration":
+		if e.ComplexityRoot.Mutation.FinishPasskeyRegistration == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_finishPasskeyRegistration_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.FinishPasskeyRegistration(childComplexity, args["name"].(string), args["response"].(string)), true
+	case "Mutation.finishPasskeySignIn":
+		if e.ComplexityRoot.Mutation.FinishPasskeySignIn == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_finishPasskeySignIn_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.FinishPasskeySignIn(childComplexity, args["response"].(string)), true
 	case "Mutation.inviteMember":
 		if e.ComplexityRoot.Mutation.InviteMember == nil {
 			break
@@ -503,6 +706,28 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.RemoveMember(childComplexity, args["tenantId"].(uuid.UUID), args["accountId"].(uuid.UUID)), true
+	case "Mutation.removePasskey":
+		if e.ComplexityRoot.Mutation.RemovePasskey == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_removePasskey_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.RemovePasskey(childComplexity, args["id"].(uuid.UUID)), true
+	case "Mutation.renamePasskey":
+		if e.ComplexityRoot.Mutation.RenamePasskey == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_renamePasskey_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.RenamePasskey(childComplexity, args["id"].(uuid.UUID), args["name"].(string)), true
 	case "Mutation.rotateAppSecret":
 		if e.ComplexityRoot.Mutation.RotateAppSecret == nil {
 			break
@@ -525,6 +750,40 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.SetMemberRoles(childComplexity, args["tenantId"].(uuid.UUID), args["accountId"].(uuid.UUID), args["roles"].([]model.Role)), true
+	case "Mutation.setTenantContract":
+		if e.ComplexityRoot.Mutation.SetTenantContract == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_setTenantContract_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.SetTenantContract(childComplexity, args["tenantId"].(uuid.UUID), args["input"].(model.TenantContractInput)), true
+	case "Mutation.setTenantStatus":
+		if e.ComplexityRoot.Mutation.SetTenantStatus == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_setTenantStatus_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.SetTenantStatus(childComplexity, args["tenantId"].(uuid.UUID), args["status"].(model.TenantStatus)), true
+	case "Mutation.startPasskeyRegistration":
+		if e.ComplexityRoot.Mutation.StartPasskeyRegistration == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Mutation.StartPasskeyRegistration(childComplexity), true
+	case "Mutation.startPasskeySignIn":
+		if e.ComplexityRoot.Mutation.StartPasskeySignIn == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Mutation.StartPasskeySignIn(childComplexity), true
 	case "Mutation.startTOTPEnrolment":
 		if e.ComplexityRoot.Mutation.StartTOTPEnrolment == nil {
 			break
@@ -576,6 +835,69 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.Mutation.VerifySecondFactor(childComplexity, args["code"].(string)), true
 
+	case "OperatorTenant.contractEnd":
+		if e.ComplexityRoot.OperatorTenant.ContractEnd == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OperatorTenant.ContractEnd(childComplexity), true
+	case "OperatorTenant.contractStart":
+		if e.ComplexityRoot.OperatorTenant.ContractStart == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OperatorTenant.ContractStart(childComplexity), true
+	case "OperatorTenant.createdAt":
+		if e.ComplexityRoot.OperatorTenant.CreatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OperatorTenant.CreatedAt(childComplexity), true
+	case "OperatorTenant.id":
+		if e.ComplexityRoot.OperatorTenant.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OperatorTenant.ID(childComplexity), true
+	case "OperatorTenant.name":
+		if e.ComplexityRoot.OperatorTenant.Name == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OperatorTenant.Name(childComplexity), true
+	case "OperatorTenant.status":
+		if e.ComplexityRoot.OperatorTenant.Status == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OperatorTenant.Status(childComplexity), true
+
+	case "OperatorTenantConnection.edges":
+		if e.ComplexityRoot.OperatorTenantConnection.Edges == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OperatorTenantConnection.Edges(childComplexity), true
+	case "OperatorTenantConnection.pageInfo":
+		if e.ComplexityRoot.OperatorTenantConnection.PageInfo == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OperatorTenantConnection.PageInfo(childComplexity), true
+
+	case "OperatorTenantEdge.cursor":
+		if e.ComplexityRoot.OperatorTenantEdge.Cursor == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OperatorTenantEdge.Cursor(childComplexity), true
+	case "OperatorTenantEdge.node":
+		if e.ComplexityRoot.OperatorTenantEdge.Node == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OperatorTenantEdge.Node(childComplexity), true
+
 	case "PageInfo.endCursor":
 		if e.ComplexityRoot.PageInfo.EndCursor == nil {
 			break
@@ -589,12 +911,54 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.PageInfo.HasNextPage(childComplexity), true
 
+	case "Passkey.backupEligible":
+		if e.ComplexityRoot.Passkey.BackupEligible == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Passkey.BackupEligible(childComplexity), true
+	case "Passkey.createdAt":
+		if e.ComplexityRoot.Passkey.CreatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Passkey.CreatedAt(childComplexity), true
+	case "Passkey.id":
+		if e.ComplexityRoot.Passkey.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Passkey.ID(childComplexity), true
+	case "Passkey.lastUsedAt":
+		if e.ComplexityRoot.Passkey.LastUsedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Passkey.LastUsedAt(childComplexity), true
+	case "Passkey.name":
+		if e.ComplexityRoot.Passkey.Name == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Passkey.Name(childComplexity), true
+
 	case "Query.me":
 		if e.ComplexityRoot.Query.Me == nil {
 			break
 		}
 
 		return e.ComplexityRoot.Query.Me(childComplexity), true
+	case "Query.operatorTenants":
+		if e.ComplexityRoot.Query.OperatorTenants == nil {
+			break
+		}
+
+		args, err := ec.field_Query_operatorTenants_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.OperatorTenants(childComplexity, args["first"].(*int), args["after"].(*string), args["status"].(*model.TenantStatus)), true
 	case "Query.tenant":
 		if e.ComplexityRoot.Query.Tenant == nil {
 			break
@@ -680,6 +1044,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Tenant.ContractStart(childComplexity), true
+	case "Tenant.deletionRequests":
+		if e.ComplexityRoot.Tenant.DeletionRequests == nil {
+			break
+		}
+
+		args, err := ec.field_Tenant_deletionRequests_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Tenant.DeletionRequests(childComplexity, args["first"].(*int), args["after"].(*string)), true
 	case "Tenant.id":
 		if e.ComplexityRoot.Tenant.ID == nil {
 			break
@@ -757,7 +1132,9 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 	inputUnmarshalers := func() *graphql.InputUnmarshalerIndex {
 		return graphql.NewInputUnmarshalerIndex(
 			graphql.NewInputUnmarshaler("CreateAppInput", ec.unmarshalInputCreateAppInput),
+			graphql.NewInputUnmarshaler("FileDeletionRequestInput", ec.unmarshalInputFileDeletionRequestInput),
 			graphql.NewInputUnmarshaler("RegisterInput", ec.unmarshalInputRegisterInput),
+			graphql.NewInputUnmarshaler("TenantContractInput", ec.unmarshalInputTenantContractInput),
 			graphql.NewInputUnmarshaler("UpdateAppInput", ec.unmarshalInputUpdateAppInput),
 		)
 	}
@@ -908,12 +1285,102 @@ type Mutation {
   logout: Boolean!
 }
 `, BuiltIn: false},
+	{Name: "../schema/compliance.graphqls", Input: `# Data subjects' rights (TOM §8, GDPR Art. 17): deletion requests for the
+# pseudonymised meta data. Logic in compliance/deletion; the job in jobs/.
+
+"Where a deletion request stands."
+enum DeletionRequestStatus {
+  "Filed; the deletion job has not finished yet (normally seconds)."
+  PENDING
+  "Done: the person's login events are deleted; deletedEvents says how many."
+  COMPLETED
+  "The deletion job gave up after repeated errors; file the request again."
+  FAILED
+}
+
+"""
+A data subject's request to delete the meta data about them. mimoto stores no
+identity data, so the person is named by their pseudonym at one app: the ` + "`" + `sub` + "`" + ` of
+the ID tokens mimoto issued to that app. The subject is kept (as a keyed hash) only
+while the request is pending; what remains afterwards is this record.
+"""
+type DeletionRequest {
+  "The request's id."
+  id: ID!
+  "The app whose subject named the person; null once the app is deleted."
+  appId: ID
+  "That app's name; empty once the app is deleted."
+  appName: String!
+  "The account that filed the request; null once that account is deleted."
+  requestedBy: ID
+  "When it was filed."
+  requestedAt: Time!
+  "The note given when filing (e.g. the ticket number of the person's request)."
+  reason: String!
+  "Where it stands."
+  status: DeletionRequestStatus!
+  "How many login events were deleted; set once COMPLETED."
+  deletedEvents: Int
+  "When it was completed (or failed); null while PENDING."
+  completedAt: Time
+}
+
+"A page of deletion requests (Relay connection), newest first."
+type DeletionRequestConnection {
+  "The requests of this page."
+  edges: [DeletionRequestEdge!]!
+  "Whether older ones follow, and the cursor to ask for them."
+  pageInfo: PageInfo!
+}
+
+"One deletion request in a list."
+type DeletionRequestEdge {
+  "Pass as ` + "`" + `after` + "`" + ` to continue behind this request."
+  cursor: String!
+  "The request."
+  node: DeletionRequest!
+}
+
+"What a data protection officer files."
+input FileDeletionRequestInput {
+  "The app at which the person is known."
+  appId: ID!
+  """
+  The person's subject at that app: the ` + "`" + `sub` + "`" + ` claim of the ID tokens mimoto issued
+  to it (43 characters). Never a KVNR: mimoto does not know it.
+  """
+  subject: String!
+  "Why, e.g. the ticket number of the person's request (1–1000 characters). Put no personal data here."
+  reason: String!
+}
+
+extend type Tenant {
+  "The tenant's deletion requests, newest first (Relay connection). Roles owner, admin, dpo, auditor."
+  deletionRequests(first: Int = 20, after: String): DeletionRequestConnection!
+}
+
+extend type Mutation {
+  """
+  Files a deletion request (roles owner, dpo): a job deletes every login event of
+  the person — at this app and, through the tenant's pseudonym, at the tenant's
+  other apps — then marks the request COMPLETED with the count. Filing and
+  completion are audited (deletion_request.file, deletion_request.complete).
+  BAD_USER_INPUT with extensions.field (subject, reason) for bad input; NOT_FOUND
+  for an app that is not the tenant's.
+  """
+  fileDeletionRequest(tenantId: ID!, input: FileDeletionRequestInput!): DeletionRequest!
+}
+`, BuiltIn: false},
 	{Name: "../schema/members.graphqls", Input: `"A member of the tenant's staff with their roles (the owner's access review, TOM §3)."
 type Member {
   accountId: ID!
   email: String!
   displayName: String!
   roles: [RoleGrant!]!
+  "Consecutive failed sign-ins (password or second factor) since the last successful one or the last lockout."
+  failedSignIns: Int!
+  "Until when the account is locked after repeated failed sign-ins (TOM §2); null when it is not locked."
+  lockedUntil: Time
 }
 
 "One role of a member: when it was granted and when it last permitted an operation."
@@ -938,6 +1405,84 @@ extend type Mutation {
   setMemberRoles(tenantId: ID!, accountId: ID!, roles: [Role!]!): Boolean!
   "Removes a member; the tenant keeps at least one owner."
   removeMember(tenantId: ID!, accountId: ID!): Boolean!
+}
+`, BuiltIn: false},
+	{Name: "../schema/operator.graphqls", Input: `# Platform operators (azuma staff): the tenants' contracts and status. Not a tenant
+# role: decided by portal/authz from platform_operators (` + "`" + `mimoto operator grant` + "`" + `);
+# everyone else, tenant owners included, gets FORBIDDEN. Operator work runs on the
+# audited maintenance path and also lands in the changed tenant's own audit trail.
+
+"""
+A tenant as a platform operator sees it: its contract, nothing of its data (no apps,
+members or meta data).
+"""
+type OperatorTenant {
+  "The tenant's id."
+  id: ID!
+  "The customer's company name."
+  name: String!
+  "Contract status. Apps of SUSPENDED and TERMINATED tenants cannot sign anyone in."
+  status: TenantStatus!
+  "Contract start (YYYY-MM-DD)."
+  contractStart: String!
+  "Contract end (YYYY-MM-DD); null while the contract is open-ended."
+  contractEnd: String
+  "When the tenant was created (registration or seeding)."
+  createdAt: Time!
+}
+
+"A page of tenants for operators (Relay connection), oldest first."
+type OperatorTenantConnection {
+  "The tenants of this page."
+  edges: [OperatorTenantEdge!]!
+  "Whether more follow, and the cursor to ask for them."
+  pageInfo: PageInfo!
+}
+
+"One tenant in an operator's list."
+type OperatorTenantEdge {
+  "Pass as ` + "`" + `after` + "`" + ` to continue behind this tenant."
+  cursor: String!
+  "The tenant."
+  node: OperatorTenant!
+}
+
+"A tenant's contract dates, replaced as a whole."
+input TenantContractInput {
+  "Contract start (YYYY-MM-DD)."
+  contractStart: String!
+  "Contract end (YYYY-MM-DD), not before the start; null or omitted for an open-ended contract."
+  contractEnd: String
+}
+
+extend type Account {
+  "Whether this account is a platform operator (azuma staff, granted with ` + "`" + `mimoto operator grant` + "`" + `)."
+  platformOperator: Boolean!
+}
+
+extend type Query {
+  """
+  Platform operators only: every tenant, oldest first, optionally only those with
+  one status. FORBIDDEN for everyone else. Each call is audited.
+  """
+  operatorTenants(first: Int = 50, after: String, status: TenantStatus): OperatorTenantConnection!
+}
+
+extend type Mutation {
+  """
+  Platform operators only: sets a tenant's status. SUSPENDED or TERMINATED stops
+  its apps' logins (invalid_client) within seconds; TRIAL and ACTIVE allow them.
+  TERMINATED is final, and ends an open-ended contract today. Recorded in the
+  platform trail and in the tenant's own audit trail (tenant.status_change).
+  NOT_FOUND for an unknown tenant, FORBIDDEN for everyone but operators.
+  """
+  setTenantStatus(tenantId: ID!, status: TenantStatus!): OperatorTenant!
+  """
+  Platform operators only: replaces a tenant's contract dates. BAD_USER_INPUT with
+  extensions.field (contractStart, contractEnd) for a malformed date or an end
+  before the start. Recorded like setTenantStatus (tenant.contract_change).
+  """
+  setTenantContract(tenantId: ID!, input: TenantContractInput!): OperatorTenant!
 }
 `, BuiltIn: false},
 	{Name: "../schema/registration.graphqls", Input: `"What a prospective customer enters to register (company + first owner)."
@@ -983,19 +1528,28 @@ extend type Mutation {
 type Tenant {
   id: ID!
   name: String!
+  """
+  The contract's status. Only platform operators change it (setTenantStatus); the
+  apps of a SUSPENDED or TERMINATED tenant cannot sign anyone in.
+  """
   status: TenantStatus!
-  "Contract start (YYYY-MM-DD)."
+  "Contract start (YYYY-MM-DD); set by platform operators."
   contractStart: String!
-  "Contract end (YYYY-MM-DD), if any."
+  "Contract end (YYYY-MM-DD), if any; set by platform operators. The meta data is deleted after it."
   contractEnd: String
   "The tenant's apps, oldest first (Relay connection)."
   apps(first: Int = 20, after: String): AppConnection!
 }
 
+"A tenant's contract status."
 enum TenantStatus {
+  "Registered by self-service, not yet under contract; apps work."
   TRIAL
+  "Under contract; apps work."
   ACTIVE
+  "Temporarily blocked by a platform operator: apps are refused (invalid_client), the portal stays readable."
   SUSPENDED
+  "The contract has ended: apps are refused, the data is due for deletion. Final."
   TERMINATED
 }
 
@@ -1130,6 +1684,70 @@ extend type Tenant {
 
 scalar Time
 `, BuiltIn: false},
+	{Name: "../schema/webauthn.graphqls", Input: `"""
+A passkey (a WebAuthn credential: a security key, or a passkey on a phone or
+computer) of the signed-in account. It is a further second factor beside TOTP, which
+stays mandatory (TOM §2): at sign-in it can replace the TOTP code.
+"""
+type Passkey {
+  "mimoto's id of the passkey (not the authenticator's credential id)."
+  id: ID!
+  "The name the user gave it, e.g. the device it lives on (1 to 64 characters)."
+  name: String!
+  "When it was registered."
+  createdAt: Time!
+  "When it last completed a sign-in; null if never."
+  lastUsedAt: Time
+  "Whether the authenticator may sync it to other devices (WebAuthn backup eligible)."
+  backupEligible: Boolean!
+}
+
+extend type Account {
+  "The account's passkeys, oldest first."
+  passkeys: [Passkey!]!
+}
+
+extend type Mutation {
+  """
+  Starts registering a passkey. Needs a full session (password and second factor).
+  Returns PublicKeyCredentialCreationOptionsJSON as a JSON text: pass
+  ` + "`" + `PublicKeyCredential.parseCreationOptionsFromJSON(JSON.parse(options))` + "`" + ` to
+  ` + "`" + `navigator.credentials.create({publicKey})` + "`" + `. The challenge is kept on the server,
+  bound to this session, for 5 minutes; starting again replaces it.
+  """
+  startPasskeyRegistration: String!
+  """
+  Completes the registration with the authenticator's answer: the JSON text of the
+  created PublicKeyCredential (` + "`" + `JSON.stringify(credential)` + "`" + `), stored under ` + "`" + `name` + "`" + `.
+  The started registration is used up whatever the outcome. A wrong or expired
+  answer, an authenticator already registered, or a bad name answer BAD_USER_INPUT.
+  """
+  finishPasskeyRegistration(name: String!, response: String!): Passkey!
+  """
+  Alternative to verifySecondFactor, after login answered SECOND_FACTOR_REQUIRED:
+  starts signing in with a passkey. Returns PublicKeyCredentialRequestOptionsJSON as
+  a JSON text (for ` + "`" + `PublicKeyCredential.parseRequestOptionsFromJSON` + "`" + ` and
+  ` + "`" + `navigator.credentials.get({publicKey})` + "`" + `), allowing the account's passkeys. An
+  account without passkeys answers BAD_USER_INPUT (use the TOTP code).
+  """
+  startPasskeySignIn: String!
+  """
+  Completes signing in with the authenticator's answer (the JSON text of the
+  PublicKeyCredential), like verifySecondFactor: the session becomes full. A refused
+  answer (wrong challenge or signature, another account's passkey, a signature
+  counter that did not grow, an expired challenge) answers UNAUTHENTICATED "invalid
+  credentials" and counts as a failed login (lockout).
+  """
+  finishPasskeySignIn(response: String!): LoginResult!
+  "Renames one of the account's passkeys. NOT_FOUND for an unknown id."
+  renamePasskey(id: ID!, name: String!): Passkey!
+  """
+  Removes one of the account's passkeys. Always allowed: TOTP remains the mandatory
+  second factor. NOT_FOUND for an unknown id.
+  """
+  removePasskey(id: ID!): Boolean!
+}
+`, BuiltIn: false},
 }
 var parsedSchema = gqlparser.MustLoadSchema(sources...)
 
@@ -1149,6 +1767,10 @@ func (ec *executionContext) childFields_Account(ctx context.Context, field graph
 		return ec.fieldContext_Account_secondFactorEnrolled(ctx, field)
 	case "memberships":
 		return ec.fieldContext_Account_memberships(ctx, field)
+	case "platformOperator":
+		return ec.fieldContext_Account_platformOperator(ctx, field)
+	case "passkeys":
+		return ec.fieldContext_Account_passkeys(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type Account", field.Name)
 }
@@ -1245,6 +1867,50 @@ func (ec *executionContext) childFields_CreateAppPayload(ctx context.Context, fi
 	return nil, fmt.Errorf("no field named %q was found under type CreateAppPayload", field.Name)
 }
 
+func (ec *executionContext) childFields_DeletionRequest(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_DeletionRequest_id(ctx, field)
+	case "appId":
+		return ec.fieldContext_DeletionRequest_appId(ctx, field)
+	case "appName":
+		return ec.fieldContext_DeletionRequest_appName(ctx, field)
+	case "requestedBy":
+		return ec.fieldContext_DeletionRequest_requestedBy(ctx, field)
+	case "requestedAt":
+		return ec.fieldContext_DeletionRequest_requestedAt(ctx, field)
+	case "reason":
+		return ec.fieldContext_DeletionRequest_reason(ctx, field)
+	case "status":
+		return ec.fieldContext_DeletionRequest_status(ctx, field)
+	case "deletedEvents":
+		return ec.fieldContext_DeletionRequest_deletedEvents(ctx, field)
+	case "completedAt":
+		return ec.fieldContext_DeletionRequest_completedAt(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type DeletionRequest", field.Name)
+}
+
+func (ec *executionContext) childFields_DeletionRequestConnection(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "edges":
+		return ec.fieldContext_DeletionRequestConnection_edges(ctx, field)
+	case "pageInfo":
+		return ec.fieldContext_DeletionRequestConnection_pageInfo(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type DeletionRequestConnection", field.Name)
+}
+
+func (ec *executionContext) childFields_DeletionRequestEdge(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "cursor":
+		return ec.fieldContext_DeletionRequestEdge_cursor(ctx, field)
+	case "node":
+		return ec.fieldContext_DeletionRequestEdge_node(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type DeletionRequestEdge", field.Name)
+}
+
 func (ec *executionContext) childFields_LoginResult(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "stage":
@@ -1263,6 +1929,10 @@ func (ec *executionContext) childFields_Member(ctx context.Context, field graphq
 		return ec.fieldContext_Member_displayName(ctx, field)
 	case "roles":
 		return ec.fieldContext_Member_roles(ctx, field)
+	case "failedSignIns":
+		return ec.fieldContext_Member_failedSignIns(ctx, field)
+	case "lockedUntil":
+		return ec.fieldContext_Member_lockedUntil(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type Member", field.Name)
 }
@@ -1279,6 +1949,44 @@ func (ec *executionContext) childFields_Membership(ctx context.Context, field gr
 	return nil, fmt.Errorf("no field named %q was found under type Membership", field.Name)
 }
 
+func (ec *executionContext) childFields_OperatorTenant(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_OperatorTenant_id(ctx, field)
+	case "name":
+		return ec.fieldContext_OperatorTenant_name(ctx, field)
+	case "status":
+		return ec.fieldContext_OperatorTenant_status(ctx, field)
+	case "contractStart":
+		return ec.fieldContext_OperatorTenant_contractStart(ctx, field)
+	case "contractEnd":
+		return ec.fieldContext_OperatorTenant_contractEnd(ctx, field)
+	case "createdAt":
+		return ec.fieldContext_OperatorTenant_createdAt(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type OperatorTenant", field.Name)
+}
+
+func (ec *executionContext) childFields_OperatorTenantConnection(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "edges":
+		return ec.fieldContext_OperatorTenantConnection_edges(ctx, field)
+	case "pageInfo":
+		return ec.fieldContext_OperatorTenantConnection_pageInfo(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type OperatorTenantConnection", field.Name)
+}
+
+func (ec *executionContext) childFields_OperatorTenantEdge(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "cursor":
+		return ec.fieldContext_OperatorTenantEdge_cursor(ctx, field)
+	case "node":
+		return ec.fieldContext_OperatorTenantEdge_node(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type OperatorTenantEdge", field.Name)
+}
+
 func (ec *executionContext) childFields_PageInfo(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "hasNextPage":
@@ -1287,6 +1995,22 @@ func (ec *executionContext) childFields_PageInfo(ctx context.Context, field grap
 		return ec.fieldContext_PageInfo_endCursor(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type PageInfo", field.Name)
+}
+
+func (ec *executionContext) childFields_Passkey(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_Passkey_id(ctx, field)
+	case "name":
+		return ec.fieldContext_Passkey_name(ctx, field)
+	case "createdAt":
+		return ec.fieldContext_Passkey_createdAt(ctx, field)
+	case "lastUsedAt":
+		return ec.fieldContext_Passkey_lastUsedAt(ctx, field)
+	case "backupEligible":
+		return ec.fieldContext_Passkey_backupEligible(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type Passkey", field.Name)
 }
 
 func (ec *executionContext) childFields_RegisterResult(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -1333,6 +2057,8 @@ func (ec *executionContext) childFields_Tenant(ctx context.Context, field graphq
 		return ec.fieldContext_Tenant_contractEnd(ctx, field)
 	case "apps":
 		return ec.fieldContext_Tenant_apps(ctx, field)
+	case "deletionRequests":
+		return ec.fieldContext_Tenant_deletionRequests(ctx, field)
 	case "members":
 		return ec.fieldContext_Tenant_members(ctx, field)
 	case "usage":

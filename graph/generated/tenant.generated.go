@@ -18,6 +18,7 @@ import (
 
 type TenantResolver interface {
 	Apps(ctx context.Context, obj *model.Tenant, first *int, after *string) (*model.AppConnection, error)
+	DeletionRequests(ctx context.Context, obj *model.Tenant, first *int, after *string) (*model.DeletionRequestConnection, error)
 	Members(ctx context.Context, obj *model.Tenant) ([]model.Member, error)
 	Usage(ctx context.Context, obj *model.Tenant, from *string, to *string) ([]model.UsageMonth, error)
 	AuditEvents(ctx context.Context, obj *model.Tenant, first *int, after *string, action *string, outcome *model.AuditOutcome) (*model.AuditEventConnection, error)
@@ -84,6 +85,28 @@ func (ec *executionContext) field_Tenant_auditEvents_args(ctx context.Context, r
 		return nil, err
 	}
 	args["outcome"] = arg3
+	return args, nil
+}
+
+func (ec *executionContext) field_Tenant_deletionRequests_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "first",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["first"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "after",
+		func(ctx context.Context, v any) (*string, error) {
+			return ec.unmarshalOString2ᚖstring(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["after"] = arg1
 	return args, nil
 }
 
@@ -676,6 +699,50 @@ func (ec *executionContext) fieldContext_Tenant_apps(ctx context.Context, field 
 	return fc, nil
 }
 
+func (ec *executionContext) _Tenant_deletionRequests(ctx context.Context, field graphql.CollectedField, obj *model.Tenant) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Tenant_deletionRequests(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Tenant().DeletionRequests(ctx, obj, fc.Args["first"].(*int), fc.Args["after"].(*string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.DeletionRequestConnection) graphql.Marshaler {
+			return ec.marshalNDeletionRequestConnection2ᚖgithubᚗcomᚋazumaᚋmimotoᚋgraphᚋmodelᚐDeletionRequestConnection(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Tenant_deletionRequests(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Tenant",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_DeletionRequestConnection(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Tenant_deletionRequests_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Tenant_members(ctx context.Context, field graphql.CollectedField, obj *model.Tenant) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -1238,6 +1305,12 @@ func (ec *executionContext) _Tenant(ctx context.Context, sel ast.SelectionSet, o
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Tenant_apps(ctx, field, obj)
 				})
+		case "deletionRequests":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Tenant_deletionRequests(ctx, field, obj)
+				})
 		case "members":
 			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
 				true, true,
@@ -1365,6 +1438,22 @@ func (ec *executionContext) marshalNTenantStatus2githubᚗcomᚋazumaᚋmimoto�
 func (ec *executionContext) unmarshalNUpdateAppInput2githubᚗcomᚋazumaᚋmimotoᚋgraphᚋmodelᚐUpdateAppInput(ctx context.Context, v any) (model.UpdateAppInput, error) {
 	res, err := ec.unmarshalInputUpdateAppInput(ctx, v)
 	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) unmarshalOTenantStatus2ᚖgithubᚗcomᚋazumaᚋmimotoᚋgraphᚋmodelᚐTenantStatus(ctx context.Context, v any) (*model.TenantStatus, error) {
+	if v == nil {
+		return nil, nil
+	}
+	var res = new(model.TenantStatus)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOTenantStatus2ᚖgithubᚗcomᚋazumaᚋmimotoᚋgraphᚋmodelᚐTenantStatus(ctx context.Context, sel ast.SelectionSet, v *model.TenantStatus) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return v
 }
 
 // endregion ***************************** type.gotpl *****************************

@@ -21,6 +21,10 @@ type Account struct {
 	SecondFactorEnrolled bool `json:"secondFactorEnrolled"`
 	// The tenants this account belongs to, with its roles there.
 	Memberships []Membership `json:"memberships"`
+	// Whether this account is a platform operator (azuma staff, granted with `mimoto operator grant`).
+	PlatformOperator bool `json:"platformOperator"`
+	// The account's passkeys, oldest first.
+	Passkeys []Passkey `json:"passkeys"`
 }
 
 // An app: one OIDC client of the tenant, and one GesundheitsID federation entity.
@@ -87,6 +91,58 @@ type CreateAppPayload struct {
 	ClientSecret *string `json:"clientSecret,omitempty"`
 }
 
+// A data subject's request to delete the meta data about them. mimoto stores no
+// identity data, so the person is named by their pseudonym at one app: the `sub` of
+// the ID tokens mimoto issued to that app. The subject is kept (as a keyed hash) only
+// while the request is pending; what remains afterwards is this record.
+type DeletionRequest struct {
+	// The request's id.
+	ID uuid.UUID `json:"id"`
+	// The app whose subject named the person; null once the app is deleted.
+	AppID *uuid.UUID `json:"appId,omitempty"`
+	// That app's name; empty once the app is deleted.
+	AppName string `json:"appName"`
+	// The account that filed the request; null once that account is deleted.
+	RequestedBy *uuid.UUID `json:"requestedBy,omitempty"`
+	// When it was filed.
+	RequestedAt time.Time `json:"requestedAt"`
+	// The note given when filing (e.g. the ticket number of the person's request).
+	Reason string `json:"reason"`
+	// Where it stands.
+	Status DeletionRequestStatus `json:"status"`
+	// How many login events were deleted; set once COMPLETED.
+	DeletedEvents *int `json:"deletedEvents,omitempty"`
+	// When it was completed (or failed); null while PENDING.
+	CompletedAt *time.Time `json:"completedAt,omitempty"`
+}
+
+// A page of deletion requests (Relay connection), newest first.
+type DeletionRequestConnection struct {
+	// The requests of this page.
+	Edges []DeletionRequestEdge `json:"edges"`
+	// Whether older ones follow, and the cursor to ask for them.
+	PageInfo *PageInfo `json:"pageInfo"`
+}
+
+// One deletion request in a list.
+type DeletionRequestEdge struct {
+	// Pass as `after` to continue behind this request.
+	Cursor string `json:"cursor"`
+	// The request.
+	Node *DeletionRequest `json:"node"`
+}
+
+// What a data protection officer files.
+type FileDeletionRequestInput struct {
+	// The app at which the person is known.
+	AppID uuid.UUID `json:"appId"`
+	// The person's subject at that app: the `sub` claim of the ID tokens mimoto issued
+	// to it (43 characters). Never a KVNR: mimoto does not know it.
+	Subject string `json:"subject"`
+	// Why, e.g. the ticket number of the person's request (1–1000 characters). Put no personal data here.
+	Reason string `json:"reason"`
+}
+
 type LoginResult struct {
 	Stage LoginStage `json:"stage"`
 }
@@ -97,6 +153,10 @@ type Member struct {
 	Email       string      `json:"email"`
 	DisplayName string      `json:"displayName"`
 	Roles       []RoleGrant `json:"roles"`
+	// Consecutive failed sign-ins (password or second factor) since the last successful one or the last lockout.
+	FailedSignIns int `json:"failedSignIns"`
+	// Until when the account is locked after repeated failed sign-ins (TOM §2); null when it is not locked.
+	LockedUntil *time.Time `json:"lockedUntil,omitempty"`
 }
 
 // A role of an account in one tenant.
@@ -109,9 +169,58 @@ type Membership struct {
 type Mutation struct {
 }
 
+// A tenant as a platform operator sees it: its contract, nothing of its data (no apps,
+// members or meta data).
+type OperatorTenant struct {
+	// The tenant's id.
+	ID uuid.UUID `json:"id"`
+	// The customer's company name.
+	Name string `json:"name"`
+	// Contract status. Apps of SUSPENDED and TERMINATED tenants cannot sign anyone in.
+	Status TenantStatus `json:"status"`
+	// Contract start (YYYY-MM-DD).
+	ContractStart string `json:"contractStart"`
+	// Contract end (YYYY-MM-DD); null while the contract is open-ended.
+	ContractEnd *string `json:"contractEnd,omitempty"`
+	// When the tenant was created (registration or seeding).
+	CreatedAt time.Time `json:"createdAt"`
+}
+
+// A page of tenants for operators (Relay connection), oldest first.
+type OperatorTenantConnection struct {
+	// The tenants of this page.
+	Edges []OperatorTenantEdge `json:"edges"`
+	// Whether more follow, and the cursor to ask for them.
+	PageInfo *PageInfo `json:"pageInfo"`
+}
+
+// One tenant in an operator's list.
+type OperatorTenantEdge struct {
+	// Pass as `after` to continue behind this tenant.
+	Cursor string `json:"cursor"`
+	// The tenant.
+	Node *OperatorTenant `json:"node"`
+}
+
 type PageInfo struct {
 	HasNextPage bool    `json:"hasNextPage"`
 	EndCursor   *string `json:"endCursor,omitempty"`
+}
+
+// A passkey (a WebAuthn credential: a security key, or a passkey on a phone or
+// computer) of the signed-in account. It is a further second factor beside TOTP, which
+// stays mandatory (TOM §2): at sign-in it can replace the TOTP code.
+type Passkey struct {
+	// mimoto's id of the passkey (not the authenticator's credential id).
+	ID uuid.UUID `json:"id"`
+	// The name the user gave it, e.g. the device it lives on (1 to 64 characters).
+	Name string `json:"name"`
+	// When it was registered.
+	CreatedAt time.Time `json:"createdAt"`
+	// When it last completed a sign-in; null if never.
+	LastUsedAt *time.Time `json:"lastUsedAt,omitempty"`
+	// Whether the authenticator may sync it to other devices (WebAuthn backup eligible).
+	BackupEligible bool `json:"backupEligible"`
 }
 
 type Query struct {
@@ -156,21 +265,33 @@ type TOTPEnrolment struct {
 
 // A customer (the controller) with its contract and apps.
 type Tenant struct {
-	ID     uuid.UUID    `json:"id"`
-	Name   string       `json:"name"`
+	ID   uuid.UUID `json:"id"`
+	Name string    `json:"name"`
+	// The contract's status. Only platform operators change it (setTenantStatus); the
+	// apps of a SUSPENDED or TERMINATED tenant cannot sign anyone in.
 	Status TenantStatus `json:"status"`
-	// Contract start (YYYY-MM-DD).
+	// Contract start (YYYY-MM-DD); set by platform operators.
 	ContractStart string `json:"contractStart"`
-	// Contract end (YYYY-MM-DD), if any.
+	// Contract end (YYYY-MM-DD), if any; set by platform operators. The meta data is deleted after it.
 	ContractEnd *string `json:"contractEnd,omitempty"`
 	// The tenant's apps, oldest first (Relay connection).
 	Apps *AppConnection `json:"apps"`
+	// The tenant's deletion requests, newest first (Relay connection). Roles owner, admin, dpo, auditor.
+	DeletionRequests *DeletionRequestConnection `json:"deletionRequests"`
 	// The tenant's members (roles owner, admin, auditor).
 	Members []Member `json:"members"`
 	// Usage per app and month between two months (YYYY-MM, inclusive; default: the last 12). Roles owner, billing, auditor.
 	Usage []UsageMonth `json:"usage"`
 	// The audit trail, newest first, optionally filtered. Roles owner, admin, dpo, auditor.
 	AuditEvents *AuditEventConnection `json:"auditEvents"`
+}
+
+// A tenant's contract dates, replaced as a whole.
+type TenantContractInput struct {
+	// Contract start (YYYY-MM-DD).
+	ContractStart string `json:"contractStart"`
+	// Contract end (YYYY-MM-DD), not before the start; null or omitted for an open-ended contract.
+	ContractEnd *string `json:"contractEnd,omitempty"`
 }
 
 // A change to an app; omitted fields stay as they are. The authentication method is fixed at creation.
@@ -309,6 +430,67 @@ func (e AuthMethod) MarshalJSON() ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
+// Where a deletion request stands.
+type DeletionRequestStatus string
+
+const (
+	// Filed; the deletion job has not finished yet (normally seconds).
+	DeletionRequestStatusPending DeletionRequestStatus = "PENDING"
+	// Done: the person's login events are deleted; deletedEvents says how many.
+	DeletionRequestStatusCompleted DeletionRequestStatus = "COMPLETED"
+	// The deletion job gave up after repeated errors; file the request again.
+	DeletionRequestStatusFailed DeletionRequestStatus = "FAILED"
+)
+
+var AllDeletionRequestStatus = []DeletionRequestStatus{
+	DeletionRequestStatusPending,
+	DeletionRequestStatusCompleted,
+	DeletionRequestStatusFailed,
+}
+
+func (e DeletionRequestStatus) IsValid() bool {
+	switch e {
+	case DeletionRequestStatusPending, DeletionRequestStatusCompleted, DeletionRequestStatusFailed:
+		return true
+	}
+	return false
+}
+
+func (e DeletionRequestStatus) String() string {
+	return string(e)
+}
+
+func (e *DeletionRequestStatus) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = DeletionRequestStatus(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid DeletionRequestStatus", str)
+	}
+	return nil
+}
+
+func (e DeletionRequestStatus) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *DeletionRequestStatus) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e DeletionRequestStatus) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
+}
+
 // Where a login stands.
 type LoginStage string
 
@@ -434,12 +616,17 @@ func (e Role) MarshalJSON() ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
+// A tenant's contract status.
 type TenantStatus string
 
 const (
-	TenantStatusTrial      TenantStatus = "TRIAL"
-	TenantStatusActive     TenantStatus = "ACTIVE"
-	TenantStatusSuspended  TenantStatus = "SUSPENDED"
+	// Registered by self-service, not yet under contract; apps work.
+	TenantStatusTrial TenantStatus = "TRIAL"
+	// Under contract; apps work.
+	TenantStatusActive TenantStatus = "ACTIVE"
+	// Temporarily blocked by a platform operator: apps are refused (invalid_client), the portal stays readable.
+	TenantStatusSuspended TenantStatus = "SUSPENDED"
+	// The contract has ended: apps are refused, the data is due for deletion. Final.
 	TenantStatusTerminated TenantStatus = "TERMINATED"
 )
 

@@ -70,6 +70,10 @@ type Config struct {
 		MaxLifetime time.Duration `koanf:"max_lifetime"`
 	} `koanf:"login"`
 
+	Portal struct {
+		WebAuthnRPID string `koanf:"webauthn_rp_id"`
+	} `koanf:"portal"`
+
 	SMTP struct {
 		Addr     string `koanf:"addr"`
 		From     string `koanf:"from"`
@@ -127,6 +131,7 @@ var Settings = []Setting{
 	{Key: "smtp.from", Help: "sender address of the portal's e-mails, e.g. \"mimoto <noreply@example.com>\" (required with smtp.addr)"},
 	{Key: "smtp.username", Help: "SMTP user name (PLAIN auth after STARTTLS); empty for none"},
 	{Key: "smtp.password", Help: "SMTP password", Secret: true},
+	{Key: "portal.webauthn_rp_id", Help: "WebAuthn relying-party id of the portal's passkeys: the host of public_url (default) or a parent domain of it; registered passkeys stay bound to it"},
 	{Key: "login.max_lifetime", Default: "10m", Help: "longest time a login may take; the login transaction (with any identity data) is deleted after it"},
 }
 
@@ -318,6 +323,19 @@ func (c *Config) validate(mode Mode) []error {
 		}
 	}
 
+	if rp := c.Portal.WebAuthnRPID; rp != "" {
+		host := ""
+		if u, err := url.Parse(c.PublicURL); err == nil {
+			host = strings.ToLower(u.Hostname())
+		}
+		switch {
+		case !rpIDRE.MatchString(rp):
+			errs = append(errs, problem("portal.webauthn_rp_id", "%q is not a lower-case domain name", rp))
+		case host != "" && host != rp && !strings.HasSuffix(host, "."+rp):
+			errs = append(errs, problem("portal.webauthn_rp_id", "%q is neither the host of public_url nor a parent domain of it", rp))
+		}
+	}
+
 	switch mode {
 	case ModeMigrate:
 		if c.Database.OwnerURL == "" {
@@ -440,6 +458,8 @@ func (c *Config) validateTLS() []error {
 	}
 	return errs
 }
+
+var rpIDRE = regexp.MustCompile(`^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z]([a-z0-9-]{0,61}[a-z0-9])?$`)
 
 var devDBNameRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
 

@@ -35,6 +35,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/azuma/mimoto/compliance/deletion"
 	"github.com/azuma/mimoto/db"
 	"github.com/azuma/mimoto/db/keyring"
 	"github.com/azuma/mimoto/oidc/federation"
@@ -77,6 +78,7 @@ type Broker struct {
 	p          *provider.Provider
 	pseudoKey  []byte
 	subjectKey []byte
+	refKey     []byte // subject references for deletion requests (compliance/deletion)
 	stateKey   []byte
 	refAEAD    cipher.AEAD
 
@@ -117,6 +119,7 @@ func New(cfg Config) (*Broker, error) {
 	}{
 		{&b.pseudoKey, "mimoto/broker/pseudonym/v1"},
 		{&b.subjectKey, "mimoto/broker/subject/v1"},
+		{&b.refKey, deletion.SubjectRefPurpose},
 		{&b.stateKey, "mimoto/broker/state/v1"},
 	} {
 		if *k.dst, err = cfg.KEK.DeriveKey(k.purpose); err != nil {

@@ -23,6 +23,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/uptrace/bun"
 
+	"github.com/azuma/mimoto/compliance/deletion"
 	"github.com/azuma/mimoto/db/dbtest"
 	"github.com/azuma/mimoto/db/keyring"
 	"github.com/azuma/mimoto/internal/logging"
@@ -51,6 +52,7 @@ type env struct {
 	srv      *httptest.Server
 	entities *federation.Entities
 	secrets  *provider.SecretHasher
+	refKey   []byte // subject references (compliance/deletion)
 	logs     *syncBuf
 	app      struct {
 		tenant, id uuid.UUID
@@ -96,6 +98,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	}
 	secretKey, _ := kek.DeriveKey("mimoto/oidc/client-secret/v1")
 	hmacKey, _ := kek.DeriveKey("mimoto/oidc/token-hmac/v1")
+	e.refKey, _ = kek.DeriveKey(deletion.SubjectRefPurpose)
 	e.secrets, _ = provider.NewSecretHasher(secretKey)
 	e.entities, err = federation.New(e.db.App, ring, federation.Options{PublicBaseURL: e.srv.URL, MasterEntityID: e.sim.MasterEntityID(), Logger: log})
 	if err != nil {
@@ -329,6 +332,20 @@ func TestBrokeredLoginWithIdPHint(t *testing.T) {
 	}
 	if steps != "started,idp_redirect,authenticated,started,idp_redirect,authenticated" {
 		t.Fatalf("login steps recorded: %s", steps)
+	}
+	// Each authenticated event carries the keyed reference of the app's sub, by which
+	// a deletion request finds the person (compliance/deletion); the sub itself is
+	// stored nowhere.
+	var refs int
+	if err := conn.QueryRow(context.Background(), `SELECT count(*) FROM login_events WHERE step = 'authenticated' AND subject_ref = $1`,
+		deletion.SubjectRef(e.refKey, e.app.id, idt.Subject)).Scan(&refs); err != nil {
+		t.Fatal(err)
+	}
+	if refs != 2 {
+		t.Fatalf("authenticated events with the subject reference: %d, want 2", refs)
+	}
+	if hits := dbtest.FindValues(t, e.db, idt.Subject); len(hits) > 0 {
+		t.Fatalf("the app's sub is stored in %v", hits)
 	}
 }
 

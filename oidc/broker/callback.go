@@ -13,8 +13,9 @@ import (
 
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/ory/fosite"
-	"github.com/uptrace/bun"
 
+	"github.com/azuma/mimoto/compliance/deletion"
+	"github.com/azuma/mimoto/db"
 	"github.com/azuma/mimoto/oidc/provider"
 	"github.com/azuma/mimoto/oidc/telematik"
 	"github.com/azuma/mimoto/oidc/trust"
@@ -85,10 +86,9 @@ func (b *Broker) callback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	took := time.Since(up.Started)
-	id.Record = func(ctx context.Context, tx bun.Tx) error {
-		return insertEvents(ctx, tx, up.TenantID, up.AppID, txID,
-			loginEvent{step: "authenticated", outcome: "ok", idp: up.IdP, acr: id.ACR, pseudonym: pseudonym, took: took})
-	}
+	id.Record = []db.Statement{eventsStatement(up.TenantID, up.AppID, txID,
+		loginEvent{step: "authenticated", outcome: "ok", idp: up.IdP, acr: id.ACR, pseudonym: pseudonym,
+			subjectRef: deletion.SubjectRef(b.refKey, up.AppID, id.Subject), took: took})}
 	b.p.Complete(w, r, up.TenantID, txID, id)
 }
 

@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"crypto/sha256"
+	"database/sql"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -14,9 +15,10 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/ory/fosite"
-	"github.com/uptrace/bun"
 
+	"github.com/azuma/mimoto/db"
 	"github.com/azuma/mimoto/db/keyring"
 	"github.com/azuma/mimoto/oidc/provider"
 	"github.com/azuma/mimoto/oidc/telematik"
@@ -200,30 +202,41 @@ func (b *Broker) saveUpstream(ctx context.Context, tx uuid.UUID, state string, u
 	if err != nil {
 		return err
 	}
-	return b.cfg.DB.InTenant(ctx, up.TenantID, func(ctx context.Context, btx bun.Tx) error {
-		sealed, err := b.cfg.Ring.Seal(ctx, btx, up.TenantID, upstreamPlace(tx), raw)
-		if err != nil {
-			return err
-		}
-		res, err := btx.ExecContext(ctx, `UPDATE login_transactions SET idp_entity_id = ?, upstream_state_hash = ?, upstream_payload = ?
-			WHERE id = ? AND state = 'started' AND expires_at > now()`, up.IdP, hashBytes(state), sealed, tx)
-		if err != nil {
-			return err
-		}
-		if n, _ := res.RowsAffected(); n != 1 {
-			return errors.New("login transaction not open")
-		}
-		return insertEvents(ctx, btx, up.TenantID, up.AppID, tx,
+	keys, err := b.cfg.Ring.Recent(ctx, b.cfg.DB, up.TenantID)
+	if err != nil {
+		return err
+	}
+	sealed, err := keys.Seal(upstreamPlace(tx), raw)
+	if err != nil {
+		return err
+	}
+	// One round trip: the upstream leg and the first two events, together.
+	var n int64
+	err = b.cfg.DB.TenantBatch(ctx, up.TenantID,
+		db.Statement{SQL: `UPDATE login_transactions SET idp_entity_id = $1, upstream_state_hash = $2, upstream_payload = $3
+			WHERE id = $4 AND state = 'started' AND expires_at > now() AND ` + keyring.Guard(5, 6),
+			Args: []any{up.IdP, hashBytes(state), sealed, tx, up.TenantID, keys.ActiveVersion()}, Affected: &n},
+		eventsStatement(up.TenantID, up.AppID, tx,
 			loginEvent{step: "started", outcome: "ok"},
-			loginEvent{step: "idp_redirect", outcome: "ok", idp: up.IdP, acr: up.ACR, took: took})
-	})
+			loginEvent{step: "idp_redirect", outcome: "ok", idp: up.IdP, acr: up.ACR, took: took}))
+	if err != nil {
+		return err
+	}
+	if n != 1 {
+		b.cfg.Ring.Forget(up.TenantID)
+		return errors.New("login transaction not open")
+	}
+	return nil
 }
 
 // loadUpstream finds the login of a callback by its state.
 func (b *Broker) loadUpstream(ctx context.Context, state string) (uuid.UUID, upstream, error) {
 	var (
-		up   upstream
-		txID uuid.UUID
+		up     upstream
+		txID   uuid.UUID
+		sealed []byte
+		keys   *keyring.Keys
+		found  bool
 	)
 	prefix, _, ok := strings.Cut(state, ".")
 	rawTenant, err := base64.RawURLEncoding.DecodeString(prefix)
@@ -231,20 +244,28 @@ func (b *Broker) loadUpstream(ctx context.Context, state string) (uuid.UUID, ups
 		return txID, up, errorf("malformed state")
 	}
 	tenant, _ := uuid.FromBytes(rawTenant)
-	err = b.cfg.DB.InTenant(ctx, tenant, func(ctx context.Context, tx bun.Tx) error {
-		var sealed []byte
-		if err := tx.NewRaw(`SELECT id, upstream_payload FROM login_transactions
-			WHERE upstream_state_hash = ? AND state = 'started' AND expires_at > now()`, hashBytes(state)).
-			Scan(ctx, &txID, &sealed); err != nil {
-			return err
-		}
-		raw, err := b.cfg.Ring.Open(ctx, tx, tenant, upstreamPlace(txID), sealed)
-		if err != nil {
-			return err
-		}
-		return json.Unmarshal(raw, &up)
-	})
-	return txID, up, err
+	err = b.cfg.DB.TenantBatch(ctx, tenant, b.cfg.Ring.SnapshotStatement(tenant, &keys), db.Statement{
+		SQL: `SELECT id, upstream_payload FROM login_transactions
+			WHERE upstream_state_hash = $1 AND state = 'started' AND expires_at > now()`,
+		Args: []any{hashBytes(state)},
+		Scan: func(rows pgx.Rows) error {
+			if rows.Next() {
+				found = true
+				return rows.Scan(&txID, &sealed)
+			}
+			return nil
+		}})
+	if err != nil {
+		return txID, up, err
+	}
+	if !found {
+		return txID, up, sql.ErrNoRows
+	}
+	raw, err := keys.Open(upstreamPlace(txID), sealed)
+	if err != nil {
+		return txID, up, err
+	}
+	return txID, up, json.Unmarshal(raw, &up)
 }
 
 // callIdP POSTs a form to an IdP endpoint and classifies the outcome for the app: no
@@ -299,9 +320,7 @@ func (b *Broker) failWith(w http.ResponseWriter, r *http.Request, tenant, app, t
 	ctx := r.Context()
 	b.cfg.Logger.WarnContext(ctx, "GesundheitsID login failed", "error", rfc.ErrorField, "idp", events[len(events)-1].idp, "reason", reason.Error())
 	events[len(events)-1].took = time.Since(started)
-	err := b.cfg.DB.InTenant(context.WithoutCancel(ctx), tenant, func(ctx context.Context, btx bun.Tx) error {
-		return insertEvents(ctx, btx, tenant, app, tx, events...)
-	})
+	err := b.cfg.DB.TenantBatch(context.WithoutCancel(ctx), tenant, eventsStatement(tenant, app, tx, events...))
 	if err != nil {
 		b.cfg.Logger.ErrorContext(ctx, "recording login events", "error", err.Error())
 	}
@@ -309,25 +328,27 @@ func (b *Broker) failWith(w http.ResponseWriter, r *http.Request, tenant, app, t
 }
 
 // loginEvent is one step of a login in the meta data (TOM §7): no identity data in
-// clear, only the tenant-keyed pseudonym once the person is known.
+// clear, only the tenant-keyed pseudonym once the person is known, and with it the
+// keyed reference of the app's subject by which a deletion request finds the person
+// (compliance/deletion).
 type loginEvent struct {
 	step, outcome, idp, acr string
-	pseudonym               []byte
+	pseudonym, subjectRef   []byte
 	took                    time.Duration
 }
 
-// insertEvents writes a login's events in the caller's transaction (one statement).
-func insertEvents(ctx context.Context, tx bun.IDB, tenant, app, loginTx uuid.UUID, events ...loginEvent) error {
+// eventsStatement writes a login's events (one statement, for a batch).
+func eventsStatement(tenant, app, loginTx uuid.UUID, events ...loginEvent) db.Statement {
 	var sb strings.Builder
-	args := make([]any, 0, len(events)*9)
-	sb.WriteString(`INSERT INTO login_events (tenant_id, app_id, transaction_id, step, outcome, idp_entity_id, acr, pseudonym, duration_ms) VALUES `)
+	args := make([]any, 0, len(events)*10)
+	sb.WriteString(`INSERT INTO login_events (tenant_id, app_id, transaction_id, step, outcome, idp_entity_id, acr, pseudonym, subject_ref, duration_ms) VALUES `)
 	for i, e := range events {
 		if i > 0 {
 			sb.WriteString(", ")
 		}
-		sb.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, ?)")
-		args = append(args, tenant, app, loginTx, e.step, e.outcome, e.idp, e.acr, e.pseudonym, e.took.Milliseconds())
+		n := i * 10
+		fmt.Fprintf(&sb, "($%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d)", n+1, n+2, n+3, n+4, n+5, n+6, n+7, n+8, n+9, n+10)
+		args = append(args, tenant, app, loginTx, e.step, e.outcome, e.idp, e.acr, e.pseudonym, e.subjectRef, e.took.Milliseconds())
 	}
-	_, err := tx.ExecContext(ctx, sb.String(), args...)
-	return err
+	return db.Statement{SQL: sb.String(), Args: args}
 }

@@ -13,7 +13,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/hashicorp/go-retryablehttp"
 	"github.com/ory/fosite"
-	"github.com/uptrace/bun"
+
+	"github.com/azuma/mimoto/db"
 )
 
 // authorize validates the app's authorization request (directly or through PAR),
@@ -59,16 +60,7 @@ func (p *Provider) authorize(w http.ResponseWriter, r *http.Request) {
 		p.authorizeError(ctx, w, r, ar, fosite.ErrServerError.WithWrap(err))
 		return
 	}
-	err = p.store.run(ctx, func(ctx context.Context, tx bun.Tx) error {
-		sealed, err := p.cfg.Ring.Seal(ctx, tx, c.TenantID, loginPlace(txID), raw)
-		if err != nil {
-			return err
-		}
-		_, err = tx.ExecContext(ctx, `INSERT INTO login_transactions (id, tenant_id, app_id, state, sealed_payload, expires_at)
-			VALUES (?, ?, ?, 'started', ?, now() + ?::interval)`,
-			txID, c.TenantID, c.AppID, sealed, fmt.Sprintf("%d milliseconds", p.cfg.LoginLifespan.Milliseconds()))
-		return err
-	})
+	err = p.store.openLogin(ctx, c, txID, raw, p.cfg.LoginLifespan)
 	if err != nil {
 		p.authorizeError(ctx, w, r, ar, fosite.ErrServerError.WithWrap(err))
 		return
@@ -110,16 +102,11 @@ func checkFAPI2(c *Client) error {
 }
 
 // Complete finishes a login transaction: it issues the authorization code with the
-// person's identity and redirects the browser back to the app.
+// person's identity and redirects the browser back to the app. Claiming the login is
+// one round trip; the code, the claims and the authenticator's records are written
+// together in a second (an atomic scope).
 func (p *Provider) Complete(w http.ResponseWriter, r *http.Request, tenantID, txID uuid.UUID, id Identity) {
-	// One transaction: claiming the login, storing the code and the claims.
 	ctx, scope := withScope(r.Context(), true)
-	committed := false
-	defer func() {
-		if !committed {
-			_ = scope.finish(false)
-		}
-	}()
 	if err := scope.bindTenant(tenantID); err != nil {
 		p.errorPage(w, r, http.StatusBadRequest, "invalid_request", "")
 		return
@@ -134,8 +121,8 @@ func (p *Provider) Complete(w http.ResponseWriter, r *http.Request, tenantID, tx
 		p.authorizeError(ctx, w, r, ar, fosite.ErrServerError.WithDebug("authenticator returned no subject"))
 		return
 	}
-	if id.Record != nil {
-		if err := p.store.run(ctx, id.Record); err != nil {
+	if len(id.Record) > 0 {
+		if err := p.store.write(ctx, nil, id.Record...); err != nil {
 			p.authorizeError(ctx, w, r, ar, fosite.ErrServerError.WithWrap(err))
 			return
 		}
@@ -157,14 +144,14 @@ func (p *Provider) Complete(w http.ResponseWriter, r *http.Request, tenantID, tx
 	}
 	resp, err := p.oauth.NewAuthorizeResponse(withLoginTx(ctx, txID), ar, sess)
 	if err != nil {
+		_ = p.store.finish(ctx, scope, false)
 		p.authorizeError(ctx, w, r, ar, err)
 		return
 	}
-	if err := scope.finish(true); err != nil {
+	if err := p.store.finish(ctx, scope, true); err != nil {
 		p.authorizeError(ctx, w, r, ar, fosite.ErrServerError.WithWrap(err))
 		return
 	}
-	committed = true
 	resp.AddParameter("iss", p.issuer)
 	p.oauth.WriteAuthorizeResponse(ctx, w, ar, resp)
 }
@@ -182,30 +169,14 @@ func (p *Provider) Fail(w http.ResponseWriter, r *http.Request, tenantID, txID u
 		p.errorPage(w, r, http.StatusBadRequest, "invalid_request", "Der Anmeldevorgang ist abgelaufen oder wurde bereits abgeschlossen. / The login has expired or was already completed.")
 		return
 	}
-	_ = p.store.run(ctx, func(ctx context.Context, tx bun.Tx) error {
-		_, err := tx.ExecContext(ctx, `DELETE FROM login_transactions WHERE id = ?`, txID)
-		return err
-	})
+	_ = p.store.write(ctx, nil, db.Statement{SQL: `DELETE FROM login_transactions WHERE id = $1`, Args: []any{txID}})
 	p.authorizeError(ctx, w, r, ar, rfcErr)
 }
 
 // claimLogin moves a started, unexpired login transaction to "authenticated" (so it
 // completes at most once) and returns its authorization request.
 func (p *Provider) claimLogin(ctx context.Context, txID uuid.UUID) (fosite.AuthorizeRequester, error) {
-	var (
-		payload []byte
-		tenant  uuid.UUID
-	)
-	err := p.store.run(ctx, func(ctx context.Context, tx bun.Tx) error {
-		err := tx.NewRaw(`UPDATE login_transactions SET state = 'authenticated'
-			WHERE id = ? AND state = 'started' AND expires_at > now()
-			RETURNING tenant_id, sealed_payload`, txID).Scan(ctx, &tenant, &payload)
-		if err != nil {
-			return err
-		}
-		payload, err = p.cfg.Ring.Open(ctx, tx, tenant, loginPlace(txID), payload)
-		return err
-	})
+	payload, err := p.store.claimLogin(ctx, txID)
 	if err != nil {
 		return nil, fmt.Errorf("login transaction: %w", err)
 	}

@@ -35,7 +35,14 @@ type Client struct {
 	PostLogoutRedirectURIs []string
 	RequirePAR             bool
 	FAPI2                  bool
+	// TenantStatus is the app's tenant's contract status (trial, active, suspended,
+	// terminated): only trial and active tenants' apps may sign people in.
+	TenantStatus string
 }
+
+// tenantActive reports whether the client's tenant may use mimoto: a suspended or
+// terminated tenant's apps are refused as invalid_client.
+func (c *Client) tenantActive() bool { return c.TenantStatus == "active" || c.TenantStatus == "trial" }
 
 var (
 	_ fosite.Client              = (*Client)(nil)
@@ -93,6 +100,7 @@ type appRow struct {
 	IDTokenAlg             string          `bun:"id_token_signed_response_alg"`
 	PostLogoutRedirectURIs []string        `bun:"post_logout_redirect_uris,array"`
 	FAPI2                  bool            `bun:"fapi2"`
+	TenantStatus           string          `bun:"tenant_status,scanonly"`
 }
 
 func (r *appRow) client() (*Client, error) {
@@ -101,6 +109,7 @@ func (r *appRow) client() (*Client, error) {
 		SecretHash: r.ClientSecretHash, RedirectURIs: r.RedirectURIs, Scopes: r.Scopes,
 		AuthMethod: r.AuthMethod, AuthSigningAlg: r.AuthSigningAlg, IDTokenAlg: r.IDTokenAlg,
 		PostLogoutRedirectURIs: r.PostLogoutRedirectURIs, RequirePAR: r.RequirePAR, FAPI2: r.FAPI2,
+		TenantStatus: r.TenantStatus,
 	}
 	if r.JWKSURI != nil {
 		c.JWKSURI = *r.JWKSURI

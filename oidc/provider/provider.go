@@ -23,7 +23,6 @@ import (
 	"github.com/ory/fosite"
 	"github.com/ory/fosite/compose"
 	"github.com/ory/fosite/token/jwt"
-	"github.com/uptrace/bun"
 
 	"github.com/azuma/mimoto/db"
 	"github.com/azuma/mimoto/db/keyring"
@@ -59,9 +58,9 @@ type Identity struct {
 	ACR      string
 	AMR      []string
 	AuthTime time.Time
-	// Record, if set, runs in the transaction that issues the code, for what must
+	// Record holds statements written in the batch that issues the code, for what must
 	// commit with it (the authenticator's meta-data event).
-	Record func(ctx context.Context, tx bun.Tx) error
+	Record []db.Statement
 }
 
 // Authenticator performs the person's login for a login transaction. It takes over

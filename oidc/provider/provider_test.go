@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -147,6 +148,43 @@ func TestReplayedCodeIsRefusedAndRevokesTokens(t *testing.T) {
 	}
 	if n := h.countRows("oauth_requests", "kind = 'access_token'"); n != 0 {
 		t.Fatalf("replay left %d access tokens alive", n)
+	}
+}
+
+// A code raced by concurrent exchanges is redeemed once: one request gets tokens,
+// every other one invalid_grant, and the tokens of the one are revoked as for any
+// replay (whether the others saw the code redeemed or lost the race to redeem it).
+func TestConcurrentExchangesRedeemOnce(t *testing.T) {
+	h := newHarness(t)
+	a := h.newApp(func(a *app) { a.authMethod = "client_secret_basic" })
+	for round := 0; round < 5; round++ {
+		f := newFlow(a)
+		code := h.authorizeViaPAR(a, f).Query().Get("code")
+		results := make([]oauthResponse, 8)
+		var wg sync.WaitGroup
+		for i := range results {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				results[i] = h.exchange(a, f, code)
+			}()
+		}
+		wg.Wait()
+		ok := 0
+		for _, r := range results {
+			switch {
+			case r.Status == http.StatusOK:
+				ok++
+			case r.Error() != "invalid_grant":
+				t.Fatalf("round %d: a losing exchange answered %d %v, want invalid_grant", round, r.Status, r.Body)
+			}
+		}
+		if ok != 1 {
+			t.Fatalf("round %d: %d of 8 concurrent exchanges of one code got tokens, want 1", round, ok)
+		}
+		if n := h.countRows("oauth_requests", "kind = 'access_token'"); n != 0 {
+			t.Fatalf("round %d: %d access tokens of a replayed code left alive", round, n)
+		}
 	}
 }
 

@@ -2,28 +2,35 @@ package provider
 
 import (
 	"context"
-	"database/sql"
 	"errors"
-	"fmt"
 	"sync"
 
 	"github.com/google/uuid"
 	"github.com/ory/fosite"
-	"github.com/uptrace/bun"
 
 	"github.com/azuma/mimoto/db"
+	"github.com/azuma/mimoto/db/keyring"
 )
 
 // requestScope carries, for one HTTP request, the tenant that the request's client
-// belongs to and (for the token endpoint) the one database transaction all of the
-// request's storage calls share. The tenant is learnt when fosite loads the client:
-// every fosite flow authenticates or loads the client before it touches codes,
-// tokens or PAR sessions, so no storage call runs without a tenant.
+// belongs to and, for an atomic request (token, completing a login), the writes that
+// commit together when the request succeeds. The tenant is learnt when fosite loads
+// the client: every fosite flow authenticates or loads the client before it touches
+// codes, tokens or PAR sessions, so no storage call runs without a tenant.
+//
+// Reads run at once, each as one db.TenantBatch (one round trip). An atomic scope
+// defers its writes to finish, which sends them as one batch: one implicit
+// transaction, so they commit together or not at all, and a statement that finds its
+// row changed meanwhile (a code redeemed by a concurrent request) is reported by its
+// check and nothing of the request is issued.
 type requestScope struct {
 	mu       sync.Mutex
 	tenantID uuid.UUID
-	atomic   bool // share one transaction across the request
-	tx       *bun.Tx
+	atomic   bool
+	pending  []db.Statement
+	checks   []func() error
+	keys     *keyring.Keys // the tenant's keys as this request's first read saw them
+	codeTx   uuid.UUID     // the login transaction of the code this request read
 	clients  map[string]*Client
 	memos    map[string]memoEntry
 	oidc     fosite.Requester
@@ -57,6 +64,9 @@ type memoEntry struct {
 }
 
 func (s *requestScope) memo(kind, sig string) (memoEntry, bool) {
+	if s == nil {
+		return memoEntry{}, false
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	m, ok := s.memos[kind+"\x00"+sig]
@@ -64,6 +74,9 @@ func (s *requestScope) memo(kind, sig string) (memoEntry, bool) {
 }
 
 func (s *requestScope) remember(kind, sig string, m memoEntry) {
+	if s == nil {
+		return
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.memos == nil {
@@ -83,6 +96,15 @@ type scopeKey struct{}
 func withScope(ctx context.Context, atomic bool) (context.Context, *requestScope) {
 	s := &requestScope{atomic: atomic}
 	return context.WithValue(ctx, scopeKey{}, s), s
+}
+
+// withScopeOf starts a new scope for the same tenant (for work after an atomic
+// scope finished).
+func withScopeOf(ctx context.Context, atomic bool) context.Context {
+	tenant := scopeFrom(ctx).tenant()
+	ctx, s := withScope(ctx, atomic)
+	s.tenantID = tenant
+	return ctx
 }
 
 func scopeFrom(ctx context.Context) *requestScope {
@@ -105,13 +127,17 @@ func (s *requestScope) bindTenant(id uuid.UUID) error {
 }
 
 func (s *requestScope) tenant() uuid.UUID {
+	if s == nil {
+		return uuid.Nil
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.tenantID
 }
 
-// run executes fn under the request's tenant: inside the shared transaction when the
-// scope is atomic, else in a transaction of its own.
+// run executes fn in a transaction of its own under the request's tenant, for work
+// that needs Go code between statements. Atomic scopes batch their writes instead
+// and refuse run, so nothing escapes their all-or-nothing commit.
 func (st *Store) run(ctx context.Context, fn db.TxFunc) error {
 	s := scopeFrom(ctx)
 	if s == nil {
@@ -121,47 +147,92 @@ func (st *Store) run(ctx context.Context, fn db.TxFunc) error {
 	if tenant == uuid.Nil {
 		return errNoTenant
 	}
+	if s.atomic {
+		return errors.New("provider: a transaction inside an atomic request (use read and write)")
+	}
+	return st.db.InTenant(ctx, tenant, fn)
+}
+
+// read runs statements at once under the request's tenant, in one round trip.
+func (st *Store) read(ctx context.Context, stmts ...db.Statement) error {
+	s := scopeFrom(ctx)
+	if s == nil || s.tenant() == uuid.Nil {
+		return errNoTenant
+	}
+	return st.db.TenantBatch(ctx, s.tenant(), stmts...)
+}
+
+// write runs statements under the request's tenant: at once, or, in an atomic
+// scope, with the request's other writes when it finishes. check, if set, runs after
+// the statements committed and fails the request (or the call) when they did not
+// find what they expected.
+func (st *Store) write(ctx context.Context, check func() error, stmts ...db.Statement) error {
+	s := scopeFrom(ctx)
+	if s == nil || s.tenant() == uuid.Nil {
+		return errNoTenant
+	}
 	if !s.atomic {
-		return st.db.InTenant(ctx, tenant, fn)
-	}
-	tx, err := st.sharedTx(ctx, s, tenant)
-	if err != nil {
-		return err
-	}
-	return fn(ctx, tx)
-}
-
-// sharedTx opens the atomic scope's transaction on first use. The lock covers only
-// the opening: fn may call back into the scope (memo), and fosite calls storage
-// sequentially within a request.
-func (st *Store) sharedTx(ctx context.Context, s *requestScope, tenant uuid.UUID) (bun.Tx, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.tx == nil {
-		tx, err := st.db.Bun.BeginTx(ctx, &sql.TxOptions{})
-		if err != nil {
-			return bun.Tx{}, fmt.Errorf("beginning transaction: %w", err)
+		if err := st.db.TenantBatch(ctx, s.tenant(), stmts...); err != nil {
+			return err
 		}
-		if _, err := tx.ExecContext(ctx, `SELECT set_config('mimoto.tenant_id', ?, true)`, tenant.String()); err != nil {
-			_ = tx.Rollback()
-			return bun.Tx{}, fmt.Errorf("setting tenant: %w", err)
+		if check != nil {
+			return check()
 		}
-		s.tx = &tx
-	}
-	return *s.tx, nil
-}
-
-// finish commits or rolls back the shared transaction of an atomic scope.
-func (s *requestScope) finish(commit bool) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.tx == nil {
 		return nil
 	}
-	tx := s.tx
-	s.tx = nil
-	if commit {
-		return tx.Commit()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pending = append(s.pending, stmts...)
+	if check != nil {
+		s.checks = append(s.checks, check)
 	}
-	return tx.Rollback()
+	return nil
+}
+
+// finish sends an atomic scope's writes (commit) or drops them. The first failing
+// check's error is returned; the caller must then issue nothing.
+func (st *Store) finish(ctx context.Context, s *requestScope, commit bool) error {
+	s.mu.Lock()
+	pending, checks := s.pending, s.checks
+	s.pending, s.checks = nil, nil
+	tenant := s.tenantID
+	s.mu.Unlock()
+	if !commit || len(pending) == 0 {
+		return nil
+	}
+	if err := st.db.TenantBatch(ctx, tenant, pending...); err != nil {
+		return err
+	}
+	for _, c := range checks {
+		if err := c(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// setKeys and keysOf keep the tenant's key snapshot of the request's first read.
+func (s *requestScope) setKeys(k *keyring.Keys) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.keys = k
+}
+
+func (s *requestScope) keysOf() *keyring.Keys {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.keys
+}
+
+// setCode and code remember the login transaction whose code the request read.
+func (s *requestScope) setCode(id uuid.UUID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.codeTx = id
+}
+
+func (s *requestScope) code() uuid.UUID {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.codeTx
 }

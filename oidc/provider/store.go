@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/ory/fosite"
 	"github.com/ory/fosite/handler/oauth2"
 	"github.com/ory/fosite/handler/openid"
@@ -61,8 +63,14 @@ func hashKey(s string) []byte {
 
 // --- clients ---
 
+// errTenantInactive refuses the clients of a suspended or terminated tenant; fosite
+// answers it, like an unknown client, with invalid_client.
+var errTenantInactive = errors.New("the client's tenant is not active")
+
 // GetClient resolves the client's tenant (the one cross-tenant lookup, through the
-// SECURITY DEFINER function mimoto_client_tenant) and binds the request to it.
+// SECURITY DEFINER function mimoto_client_tenant) and binds the request to it. A
+// client whose tenant is suspended or terminated is refused (invalid_client at
+// /authorize, /par and /token), within the client cache's lifetime of the change.
 func (st *Store) GetClient(ctx context.Context, id string) (fosite.Client, error) {
 	s := scopeFrom(ctx)
 	if s == nil {
@@ -78,6 +86,9 @@ func (st *Store) GetClient(ctx context.Context, id string) (fosite.Client, error
 			return nil, err
 		}
 		st.clients.put(c, st.now())
+	}
+	if !c.tenantActive() {
+		return nil, fosite.ErrNotFound.WithWrap(errTenantInactive)
 	}
 	if err := s.bindTenant(c.TenantID); err != nil {
 		return nil, fosite.ErrNotFound.WithWrap(err)
@@ -99,7 +110,9 @@ func (st *Store) loadClient(ctx context.Context, id string) (*Client, error) {
 	}
 	var row appRow
 	err := st.db.InTenant(ctx, tenant.UUID, func(ctx context.Context, tx bun.Tx) error {
-		return tx.NewSelect().Model(&row).Where("client_id = ?", id).Scan(ctx)
+		return tx.NewSelect().Model(&row).ColumnExpr("?TableColumns").
+			ColumnExpr("(SELECT t.status FROM tenants t WHERE t.id = ?TableAlias.tenant_id) AS tenant_status").
+			Where("client_id = ?", id).Scan(ctx)
 	})
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fosite.ErrNotFound
@@ -125,40 +138,59 @@ func (s *requestScope) rememberClient(c *Client) {
 	s.clients[c.ID] = c
 }
 
-// ClientAssertionJWTValid reports whether a client assertion id is still unused.
-func (st *Store) ClientAssertionJWTValid(ctx context.Context, jti string) error {
-	var used bool
-	err := st.run(ctx, func(ctx context.Context, tx bun.Tx) error {
-		return tx.NewRaw(`SELECT EXISTS (SELECT 1 FROM oauth_client_assertions
-			WHERE tenant_id = mimoto_current_tenant() AND jti_hash = ? AND expires_at > now())`, hashKey(jti)).Scan(ctx, &used)
-	})
-	if err != nil {
-		return err
-	}
-	if used {
-		return fosite.ErrJTIKnown
-	}
-	return nil
-}
+// ClientAssertionJWTValid accepts every id: SetClientAssertionJWT refuses a used one
+// atomically (a check here and an insert there could both pass for two concurrent
+// requests carrying the same assertion).
+func (st *Store) ClientAssertionJWTValid(context.Context, string) error { return nil }
 
-// SetClientAssertionJWT records a used assertion id until its expiry.
+// SetClientAssertionJWT records a used assertion id until its expiry. The insert
+// fails on the primary key when the id is still recorded, which fails the request
+// (at once, or with the token request's other writes): see isJTIConflict.
 func (st *Store) SetClientAssertionJWT(ctx context.Context, jti string, exp time.Time) error {
 	tenant := scopeFrom(ctx).tenant()
-	return st.run(ctx, func(ctx context.Context, tx bun.Tx) error {
-		res, err := tx.ExecContext(ctx, `INSERT INTO oauth_client_assertions (tenant_id, jti_hash, expires_at) VALUES (?, ?, ?)
-			ON CONFLICT (tenant_id, jti_hash) DO UPDATE SET expires_at = EXCLUDED.expires_at
-			WHERE oauth_client_assertions.expires_at <= now()`, tenant, hashKey(jti), exp)
-		if err != nil {
-			return err
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return fosite.ErrJTIKnown
-		}
-		return nil
-	})
+	key := hashKey(jti)
+	err := st.write(ctx, nil,
+		db.Statement{SQL: `DELETE FROM oauth_client_assertions WHERE tenant_id = $1 AND jti_hash = $2 AND expires_at <= now()`,
+			Args: []any{tenant, key}},
+		db.Statement{SQL: `INSERT INTO oauth_client_assertions (tenant_id, jti_hash, expires_at) VALUES ($1, $2, $3)`,
+			Args: []any{tenant, key, exp}})
+	if isJTIConflict(err) {
+		return fosite.ErrJTIKnown
+	}
+	return err
+}
+
+// isJTIConflict reports whether err is the refusal of a used client-assertion id.
+func isJTIConflict(err error) bool {
+	var pg *pgconn.PgError
+	return errors.As(err, &pg) && pg.Code == "23505" && pg.ConstraintName == "oauth_client_assertions_pkey"
 }
 
 // --- generic request rows ---
+
+// keyGuard is keyring.Guard: the sealing key must still be usable at commit.
+func keyGuard(t, v int) string { return keyring.Guard(t, v) }
+
+// errKeyGone: a sealed write found its key shredded or replaced when it committed.
+var errKeyGone = errors.New("provider: the tenant's data key changed while the request ran")
+
+// seal encrypts for the request's tenant with the keys its first read saw, else with
+// a recent snapshot of them. It returns the key version, which the writing statement
+// guards with keyGuard.
+func (st *Store) seal(ctx context.Context, tenant uuid.UUID, place keyring.Place, raw []byte) ([]byte, int, error) {
+	var keys *keyring.Keys
+	if s := scopeFrom(ctx); s != nil {
+		keys = s.keysOf()
+	}
+	if keys == nil {
+		var err error
+		if keys, err = st.ring.Recent(ctx, st.db, tenant); err != nil {
+			return nil, 0, err
+		}
+	}
+	sealed, err := keys.Seal(place, raw)
+	return sealed, keys.ActiveVersion(), err
+}
 
 func (st *Store) create(ctx context.Context, kind, signature string, r fosite.Requester, expires time.Time) error {
 	c, ok := r.GetClient().(*Client)
@@ -170,17 +202,26 @@ func (st *Store) create(ctx context.Context, kind, signature string, r fosite.Re
 		return err
 	}
 	key := hashKey(signature)
-	return st.run(ctx, func(ctx context.Context, tx bun.Tx) error {
-		sealed, err := st.ring.Seal(ctx, tx, c.TenantID, requestPlace(kind, key), raw)
-		if err != nil {
-			return err
-		}
-		_, err = tx.ExecContext(ctx, `INSERT INTO oauth_requests
-			(kind, signature_hash, tenant_id, app_id, request_id, payload, requested_at, expires_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-			kind, key, c.TenantID, c.AppID, r.GetID(), sealed, r.GetRequestedAt(), expires)
+	sealed, version, err := st.seal(ctx, c.TenantID, requestPlace(kind, key), raw)
+	if err != nil {
 		return err
-	})
+	}
+	var n int64
+	return st.write(ctx, func() error { return st.keyChecked(c.TenantID, n) },
+		db.Statement{SQL: `INSERT INTO oauth_requests
+			(kind, signature_hash, tenant_id, app_id, request_id, payload, requested_at, expires_at)
+			SELECT $1, $2, $3, $4, $5, $6, $7, $8 WHERE ` + keyGuard(3, 9),
+			Args:     []any{kind, key, c.TenantID, c.AppID, r.GetID(), sealed, r.GetRequestedAt(), expires, version},
+			Affected: &n})
+}
+
+// keyChecked turns a guarded write that wrote nothing into errKeyGone.
+func (st *Store) keyChecked(tenant uuid.UUID, affected int64) error {
+	if affected == 1 {
+		return nil
+	}
+	st.ring.Forget(tenant)
+	return errKeyGone
 }
 
 func requestPlace(kind string, key []byte) keyring.Place {
@@ -188,7 +229,7 @@ func requestPlace(kind string, key []byte) keyring.Place {
 }
 
 // get loads a request row; inactive rows are returned with active=false. Within one
-// request a row is read once (fosite asks for the code three times per exchange).
+// request a row is read once.
 func (st *Store) get(ctx context.Context, kind, signature string) (fosite.Requester, bool, error) {
 	scope := scopeFrom(ctx)
 	if scope != nil {
@@ -196,37 +237,50 @@ func (st *Store) get(ctx context.Context, kind, signature string) (fosite.Reques
 			return m.req, m.active, nil
 		}
 	}
-	r, active, err := st.load(ctx, kind, signature)
+	r, active, err := st.load(ctx, kind, signature, false)
 	if err == nil && scope != nil {
 		scope.remember(kind, signature, memoEntry{req: r, active: active})
 	}
 	return r, active, err
 }
 
-func (st *Store) load(ctx context.Context, kind, signature string) (fosite.Requester, bool, error) {
+// load reads (or, with take, deletes and returns) a request row with the tenant's
+// keys, in one round trip.
+func (st *Store) load(ctx context.Context, kind, signature string, take bool) (fosite.Requester, bool, error) {
+	scope := scopeFrom(ctx)
+	if scope == nil {
+		return nil, false, fosite.ErrNotFound
+	}
 	key := hashKey(signature)
 	var (
-		active  bool
-		payload []byte
-		expires time.Time
-		tenant  uuid.UUID
+		active, found bool
+		payload       []byte
+		expires       time.Time
+		keys          *keyring.Keys
 	)
-	err := st.run(ctx, func(ctx context.Context, tx bun.Tx) error {
-		err := tx.NewRaw(`SELECT active, payload, expires_at, tenant_id FROM oauth_requests WHERE kind = ? AND signature_hash = ?`,
-			kind, key).Scan(ctx, &active, &payload, &expires, &tenant)
-		if err != nil {
-			return err
-		}
-		payload, err = st.ring.Open(ctx, tx, tenant, requestPlace(kind, key), payload)
-		return err
-	})
-	if errors.Is(err, sql.ErrNoRows) || errors.Is(err, errNoTenant) {
+	q := `SELECT active, payload, expires_at FROM oauth_requests WHERE kind = $1 AND signature_hash = $2`
+	if take {
+		q = `DELETE FROM oauth_requests WHERE kind = $1 AND signature_hash = $2 RETURNING active, payload, expires_at`
+	}
+	err := st.read(ctx, st.ring.SnapshotStatement(scope.tenant(), &keys), db.Statement{SQL: q, Args: []any{kind, key},
+		Scan: func(rows pgx.Rows) error {
+			if rows.Next() {
+				found = true
+				return rows.Scan(&active, &payload, &expires)
+			}
+			return nil
+		}})
+	if errors.Is(err, errNoTenant) || (err == nil && !found) {
 		return nil, false, fosite.ErrNotFound
 	}
 	if err != nil {
 		return nil, false, err
 	}
-	if st.now().After(expires) && kind != kindCode {
+	scope.setKeys(keys)
+	if payload, err = keys.Open(requestPlace(kind, key), payload); err != nil {
+		return nil, false, err
+	}
+	if st.now().After(expires) {
 		return nil, false, fosite.ErrNotFound
 	}
 	var sr storedRequest
@@ -245,10 +299,8 @@ func (st *Store) delete(ctx context.Context, kind, signature string) error {
 	if scope := scopeFrom(ctx); scope != nil {
 		scope.forget(kind, signature)
 	}
-	return st.run(ctx, func(ctx context.Context, tx bun.Tx) error {
-		_, err := tx.ExecContext(ctx, `DELETE FROM oauth_requests WHERE kind = ? AND signature_hash = ?`, kind, hashKey(signature))
-		return err
-	})
+	return st.write(ctx, nil, db.Statement{SQL: `DELETE FROM oauth_requests WHERE kind = $1 AND signature_hash = $2`,
+		Args: []any{kind, hashKey(signature)}})
 }
 
 func expiresAt(r fosite.Requester, t fosite.TokenType, fallback time.Duration) time.Time {
@@ -264,9 +316,10 @@ func expiresAt(r fosite.Requester, t fosite.TokenType, fallback time.Duration) t
 //
 // A code is stored in the login transaction that authenticated the person: its hash,
 // and the sealed request (with the PKCE challenge, without identity claims) beside
-// the sealed OIDC session (with them). Redeeming it is one statement: it reads both
-// payloads and wipes them (state redeemed) inside the token request's transaction,
-// so the identity claims are deleted exactly when the tokens are issued.
+// the sealed OIDC session (with them). The token request reads both; the statement
+// that stores its access token also redeems the code and wipes both payloads (state
+// redeemed), so the identity claims are deleted exactly when the tokens are issued,
+// and only if the code was still unredeemed at that moment.
 
 func (st *Store) CreateAuthorizeCodeSession(ctx context.Context, signature string, r fosite.Requester) error {
 	txID, ok := ctx.Value(loginTxKey{}).(uuid.UUID)
@@ -278,37 +331,35 @@ func (st *Store) CreateAuthorizeCodeSession(ctx context.Context, signature strin
 	if err != nil {
 		return err
 	}
-	return st.run(ctx, func(ctx context.Context, tx bun.Tx) error {
-		sealed, err := st.ring.Seal(ctx, tx, c.TenantID, codePlace(txID), raw)
-		if err != nil {
-			return err
-		}
-		res, err := tx.ExecContext(ctx, `UPDATE login_transactions
-			SET code_hash = ?, code_payload = ?, request_id = ?, expires_at = ?
-			WHERE id = ? AND state = 'authenticated'`,
-			hashKey(signature), sealed, r.GetID(), expiresAt(r, fosite.AuthorizeCode, time.Minute), txID)
-		if err != nil {
-			return err
-		}
-		if n, _ := res.RowsAffected(); n != 1 {
-			return errors.New("provider: login transaction not in state authenticated")
+	sealed, version, err := st.seal(ctx, c.TenantID, codePlace(txID), raw)
+	if err != nil {
+		return err
+	}
+	var n int64
+	return st.write(ctx, func() error {
+		if n != 1 {
+			return errors.New("provider: login transaction not in state authenticated (or its key changed)")
 		}
 		return nil
-	})
+	}, db.Statement{SQL: `UPDATE login_transactions
+			SET code_hash = $1, code_payload = $2, request_id = $3, expires_at = $4
+			WHERE id = $5 AND state = 'authenticated' AND ` + keyGuard(6, 7),
+		Args:     []any{hashKey(signature), sealed, r.GetID(), expiresAt(r, fosite.AuthorizeCode, time.Minute), txID, c.TenantID, version},
+		Affected: &n})
 }
 
 func codePlace(id uuid.UUID) keyring.Place {
 	return keyring.Place{Table: "login_transactions", Row: id.String(), Column: "code_payload"}
 }
 
-// GetAuthorizeCodeSession redeems the code (see above). A code already redeemed is
-// answered with ErrInvalidatedAuthorizeCode and a request carrying its id, so fosite
-// revokes the access tokens its first use issued. It may only run in the token
-// request's shared transaction.
+// GetAuthorizeCodeSession reads the code's login transaction. A code already
+// redeemed is answered with ErrInvalidatedAuthorizeCode and a request carrying its
+// id, so fosite revokes the access tokens its first use issued. It may only run in
+// the token request's atomic scope, whose access token write redeems the code.
 func (st *Store) GetAuthorizeCodeSession(ctx context.Context, signature string, _ fosite.Session) (fosite.Requester, error) {
 	scope := scopeFrom(ctx)
 	if scope == nil || !scope.atomic {
-		return nil, errors.New("provider: codes are redeemed only in the token request's transaction")
+		return nil, errors.New("provider: codes are redeemed only in the token request's atomic scope")
 	}
 	if m, ok := scope.memo(kindCode, signature); ok {
 		if !m.active {
@@ -317,36 +368,31 @@ func (st *Store) GetAuthorizeCodeSession(ctx context.Context, signature string, 
 		return m.req, nil
 	}
 	var (
-		id, tenant        uuid.UUID
-		oldState, reqID   string
+		id                uuid.UUID
+		state, reqID      string
 		codeRaw, claimRaw []byte
+		found             bool
+		keys              *keyring.Keys
 	)
-	err := st.run(ctx, func(ctx context.Context, tx bun.Tx) error {
-		err := tx.NewRaw(`UPDATE login_transactions t
-			SET state = 'redeemed', code_payload = NULL, sealed_payload = NULL,
-			    expires_at = greatest(t.expires_at, now() + ?::interval)
-			FROM (SELECT id, state, code_payload, sealed_payload FROM login_transactions
-			       WHERE code_hash = ? AND state IN ('code_issued', 'redeemed') FOR UPDATE) old
-			WHERE t.id = old.id
-			RETURNING t.id, t.tenant_id, old.state, t.request_id, old.code_payload, old.sealed_payload`,
-			fmt.Sprintf("%d seconds", int(st.replayWindow.Seconds())), hashKey(signature)).
-			Scan(ctx, &id, &tenant, &oldState, &reqID, &codeRaw, &claimRaw)
-		if err != nil || oldState != "code_issued" {
-			return err
-		}
-		if codeRaw, err = st.ring.Open(ctx, tx, tenant, codePlace(id), codeRaw); err != nil {
-			return err
-		}
-		claimRaw, err = st.ring.Open(ctx, tx, tenant, loginPlace(id), claimRaw)
-		return err
-	})
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, fosite.ErrNotFound
-	}
+	err := st.read(ctx, st.ring.SnapshotStatement(scope.tenant(), &keys), db.Statement{
+		SQL: `SELECT id, state, coalesce(request_id, ''), code_payload, sealed_payload FROM login_transactions
+			WHERE code_hash = $1 AND state IN ('code_issued', 'redeemed')`,
+		Args: []any{hashKey(signature)},
+		Scan: func(rows pgx.Rows) error {
+			if rows.Next() {
+				found = true
+				return rows.Scan(&id, &state, &reqID, &codeRaw, &claimRaw)
+			}
+			return nil
+		}})
 	if err != nil {
 		return nil, err
 	}
-	if oldState == "redeemed" {
+	if !found {
+		return nil, fosite.ErrNotFound
+	}
+	scope.setKeys(keys)
+	if state == "redeemed" {
 		c, err := st.GetClient(ctx, scopeClientID(scope))
 		if err != nil {
 			return nil, err
@@ -354,6 +400,12 @@ func (st *Store) GetAuthorizeCodeSession(ctx context.Context, signature string, 
 		used := &fosite.Request{ID: reqID, Client: c, Session: newSession()}
 		scope.remember(kindCode, signature, memoEntry{req: used, active: false})
 		return used, fosite.ErrInvalidatedAuthorizeCode
+	}
+	if codeRaw, err = keys.Open(codePlace(id), codeRaw); err != nil {
+		return nil, err
+	}
+	if claimRaw, err = keys.Open(loginPlace(id), claimRaw); err != nil {
+		return nil, err
 	}
 	codeReq, err := st.decode(ctx, codeRaw)
 	if err != nil {
@@ -365,11 +417,12 @@ func (st *Store) GetAuthorizeCodeSession(ctx context.Context, signature string, 
 	}
 	scope.remember(kindCode, signature, memoEntry{req: codeReq, active: true})
 	scope.setOIDC(oidcReq)
+	scope.setCode(id)
 	return codeReq, nil
 }
 
-// InvalidateAuthorizeCodeSession has nothing left to do: GetAuthorizeCodeSession
-// redeemed the code in this transaction.
+// InvalidateAuthorizeCodeSession has nothing to do of its own: the access token's
+// write redeems the code (CreateAccessTokenSession).
 func (st *Store) InvalidateAuthorizeCodeSession(ctx context.Context, signature string) error {
 	scope := scopeFrom(ctx)
 	if scope == nil {
@@ -379,6 +432,57 @@ func (st *Store) InvalidateAuthorizeCodeSession(ctx context.Context, signature s
 		return fosite.ErrInvalidatedAuthorizeCode
 	}
 	return nil
+}
+
+// errCodeRaced: a concurrent request redeemed the code between this request's read
+// and its write. The request issues nothing, and the tokens the other one issued are
+// revoked, as for any replayed code.
+var errCodeRaced = errors.New("provider: the authorization code was redeemed concurrently")
+
+// redeemStatement redeems the code read in this request and stores its access token,
+// in one statement that writes nothing unless the code was still unredeemed.
+func (st *Store) redeemStatement(ctx context.Context, txID uuid.UUID, signature string, r fosite.Requester, expires time.Time) error {
+	c := r.GetClient().(*Client)
+	raw, err := json.Marshal(toStored(r, false))
+	if err != nil {
+		return err
+	}
+	key := hashKey(signature)
+	sealed, version, err := st.seal(ctx, c.TenantID, requestPlace(kindAccess, key), raw)
+	if err != nil {
+		return err
+	}
+	var n int64
+	return st.write(ctx, func() error {
+		if n != 1 {
+			return errCodeRaced
+		}
+		return nil
+	}, db.Statement{SQL: `WITH redeemed AS (
+			UPDATE login_transactions t
+			   SET state = 'redeemed', code_payload = NULL, sealed_payload = NULL,
+			       expires_at = greatest(t.expires_at, now() + $1::interval)
+			 WHERE t.id = $2 AND t.state = 'code_issued' AND ` + keyGuard(4, 9) + `
+			RETURNING t.app_id)
+		INSERT INTO oauth_requests (kind, signature_hash, tenant_id, app_id, request_id, payload, requested_at, expires_at)
+		SELECT 'access_token', $3, $4, redeemed.app_id, $5, $6, $7, $8 FROM redeemed`,
+		Args: []any{fmt.Sprintf("%d seconds", int(st.replayWindow.Seconds())), txID,
+			key, c.TenantID, r.GetID(), sealed, r.GetRequestedAt(), expires, version},
+		Affected: &n})
+}
+
+// burnCode redeems the code a refused token request read, so that a code is tried
+// at most once (as RFC 6749 §4.1.2 has it: single use).
+func (st *Store) burnCode(ctx context.Context) {
+	scope := scopeFrom(ctx)
+	if scope == nil {
+		return
+	}
+	if id := scope.code(); id != uuid.Nil {
+		_ = st.write(ctx, nil, db.Statement{SQL: `UPDATE login_transactions
+			SET state = 'redeemed', code_payload = NULL, sealed_payload = NULL
+			WHERE id = $1 AND state = 'code_issued'`, Args: []any{id}})
+	}
 }
 
 func (st *Store) decode(ctx context.Context, raw []byte) (fosite.Requester, error) {
@@ -415,8 +519,14 @@ func (st *Store) DeletePKCERequestSession(context.Context, string) error { retur
 
 // --- access tokens ---
 
+// CreateAccessTokenSession stores the access token; in a token request that read a
+// code, the same statement redeems it (redeemStatement).
 func (st *Store) CreateAccessTokenSession(ctx context.Context, signature string, r fosite.Requester) error {
-	return st.create(ctx, kindAccess, signature, r, expiresAt(r, fosite.AccessToken, time.Hour))
+	expires := expiresAt(r, fosite.AccessToken, time.Hour)
+	if s := scopeFrom(ctx); s != nil && s.code() != uuid.Nil {
+		return st.redeemStatement(ctx, s.code(), signature, r, expires)
+	}
+	return st.create(ctx, kindAccess, signature, r, expires)
 }
 
 func (st *Store) GetAccessTokenSession(ctx context.Context, signature string, _ fosite.Session) (fosite.Requester, error) {
@@ -431,11 +541,9 @@ func (st *Store) DeleteAccessTokenSession(ctx context.Context, signature string)
 // RevokeAccessToken removes every access token issued for a request (a replayed
 // code revokes what its first use issued).
 func (st *Store) RevokeAccessToken(ctx context.Context, requestID string) error {
-	return st.run(ctx, func(ctx context.Context, tx bun.Tx) error {
-		_, err := tx.ExecContext(ctx, `DELETE FROM oauth_requests WHERE kind = ? AND request_id = ? AND tenant_id = mimoto_current_tenant()`,
-			kindAccess, requestID)
-		return err
-	})
+	return st.write(ctx, nil, db.Statement{SQL: `DELETE FROM oauth_requests
+		WHERE kind = $1 AND request_id = $2 AND tenant_id = mimoto_current_tenant()`,
+		Args: []any{kindAccess, requestID}})
 }
 
 // --- refresh tokens: mimoto issues none (no end-user session to refresh) ---
@@ -466,8 +574,16 @@ func (st *Store) CreatePARSession(ctx context.Context, requestURI string, r fosi
 	return st.create(ctx, kindPAR, requestURI, r, expiresAt(r, fosite.PushedAuthorizeRequestContext, 90*time.Second))
 }
 
+// GetPARSession takes the PAR session: it is deleted as it is read, so a
+// request_uri is used once even by concurrent requests.
 func (st *Store) GetPARSession(ctx context.Context, requestURI string) (fosite.AuthorizeRequester, error) {
-	r, _, err := st.get(ctx, kindPAR, requestURI)
+	if m, ok := scopeFrom(ctx).memo(kindPAR, requestURI); ok {
+		if ar, ok := m.req.(fosite.AuthorizeRequester); ok {
+			return ar, nil
+		}
+		return nil, fosite.ErrNotFound
+	}
+	r, _, err := st.load(ctx, kindPAR, requestURI, true)
 	if err != nil {
 		return nil, err
 	}
@@ -475,11 +591,16 @@ func (st *Store) GetPARSession(ctx context.Context, requestURI string) (fosite.A
 	if !ok {
 		return nil, fosite.ErrNotFound
 	}
+	scopeFrom(ctx).remember(kindPAR, requestURI, memoEntry{req: ar, active: true})
 	return ar, nil
 }
 
+// DeletePARSession has nothing left to delete (GetPARSession took it).
 func (st *Store) DeletePARSession(ctx context.Context, requestURI string) error {
-	return st.delete(ctx, kindPAR, requestURI)
+	if s := scopeFrom(ctx); s != nil {
+		s.forget(kindPAR, requestURI)
+	}
+	return nil
 }
 
 // --- the OIDC session: identity claims, inside the login transaction ---
@@ -506,21 +627,19 @@ func (st *Store) CreateOpenIDConnectSession(ctx context.Context, _ string, r fos
 	if err != nil {
 		return err
 	}
-	return st.run(ctx, func(ctx context.Context, tx bun.Tx) error {
-		sealed, err := st.ring.Seal(ctx, tx, c.TenantID, loginPlace(txID), raw)
-		if err != nil {
-			return err
-		}
-		res, err := tx.ExecContext(ctx, `UPDATE login_transactions SET state = 'code_issued', sealed_payload = ?
-			WHERE id = ? AND state = 'authenticated' AND code_hash IS NOT NULL`, sealed, txID)
-		if err != nil {
-			return err
-		}
-		if n, _ := res.RowsAffected(); n != 1 {
-			return errors.New("provider: login transaction has no code")
+	sealed, version, err := st.seal(ctx, c.TenantID, loginPlace(txID), raw)
+	if err != nil {
+		return err
+	}
+	var n int64
+	return st.write(ctx, func() error {
+		if n != 1 {
+			return errors.New("provider: login transaction has no code (or its key changed)")
 		}
 		return nil
-	})
+	}, db.Statement{SQL: `UPDATE login_transactions SET state = 'code_issued', sealed_payload = $1
+			WHERE id = $2 AND state = 'authenticated' AND code_hash IS NOT NULL AND ` + keyGuard(3, 4),
+		Args: []any{sealed, txID, c.TenantID, version}, Affected: &n})
 }
 
 // GetOpenIDConnectSession returns the claims read when the code was redeemed in this
@@ -537,3 +656,50 @@ func (st *Store) GetOpenIDConnectSession(ctx context.Context, _ string, _ fosite
 // DeleteOpenIDConnectSession has nothing left to do: redeeming the code wiped the
 // claims in this transaction.
 func (st *Store) DeleteOpenIDConnectSession(context.Context, string) error { return nil }
+
+// --- login transactions ---
+
+// openLogin stores a new login transaction with its sealed authorization request.
+func (st *Store) openLogin(ctx context.Context, c *Client, txID uuid.UUID, raw []byte, lifespan time.Duration) error {
+	sealed, version, err := st.seal(ctx, c.TenantID, loginPlace(txID), raw)
+	if err != nil {
+		return err
+	}
+	var n int64
+	return st.write(ctx, func() error { return st.keyChecked(c.TenantID, n) }, db.Statement{
+		SQL: `INSERT INTO login_transactions (id, tenant_id, app_id, state, sealed_payload, expires_at)
+			SELECT $1, $2, $3, 'started', $4, now() + $5::interval WHERE ` + keyGuard(2, 6),
+		Args:     []any{txID, c.TenantID, c.AppID, sealed, fmt.Sprintf("%d milliseconds", lifespan.Milliseconds()), version},
+		Affected: &n})
+}
+
+// claimLogin moves a started, unexpired login transaction to "authenticated" at
+// once (so it completes at most once) and returns its opened request payload.
+func (st *Store) claimLogin(ctx context.Context, txID uuid.UUID) ([]byte, error) {
+	scope := scopeFrom(ctx)
+	var (
+		payload []byte
+		found   bool
+		keys    *keyring.Keys
+	)
+	err := st.read(ctx, st.ring.SnapshotStatement(scope.tenant(), &keys), db.Statement{
+		SQL: `UPDATE login_transactions SET state = 'authenticated'
+			WHERE id = $1 AND state = 'started' AND expires_at > now()
+			RETURNING sealed_payload`,
+		Args: []any{txID},
+		Scan: func(rows pgx.Rows) error {
+			if rows.Next() {
+				found = true
+				return rows.Scan(&payload)
+			}
+			return nil
+		}})
+	if err != nil {
+		return nil, err
+	}
+	if !found {
+		return nil, sql.ErrNoRows
+	}
+	scope.setKeys(keys)
+	return keys.Open(loginPlace(txID), payload)
+}

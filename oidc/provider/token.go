@@ -1,23 +1,26 @@
 package provider
 
 import (
+	"context"
 	"errors"
 	"net/http"
 
 	"github.com/ory/fosite"
 )
 
-// token is the token endpoint. All storage calls of one request share one
-// transaction: redeeming the code, storing the access token and deleting the login
-// transaction (with the identity claims) commit together, or not at all.
+// token is the token endpoint. Its writes are one batch at the end (an atomic
+// scope): the statement that stores the access token also redeems the code and
+// deletes the identity claims, so they commit together, or not at all. A token
+// exchange is two round trips to the database: reading the code, and that batch.
 func (p *Provider) token(w http.ResponseWriter, r *http.Request) {
 	ctx, scope := withScope(r.Context(), true)
 	ar, err := p.oauth.NewAccessRequest(ctx, r, newSession())
 	if err != nil {
 		err = clientAuthError(err)
-		// Keep what the refusal itself wrote: a used client-assertion id, and the
-		// revocation of tokens issued from a replayed code.
-		if cerr := scope.finish(true); cerr != nil {
+		// Keep what the refusal itself wrote: a used client-assertion id, the tried
+		// code, and the revocation of tokens issued from a replayed code.
+		p.store.burnCode(ctx)
+		if cerr := p.store.finish(ctx, scope, true); cerr != nil && !isJTIConflict(cerr) {
 			err = fosite.ErrServerError.WithWrap(cerr)
 		}
 		p.logError(ctx, "token request refused", err)
@@ -26,17 +29,35 @@ func (p *Provider) token(w http.ResponseWriter, r *http.Request) {
 	}
 	resp, err := p.oauth.NewAccessResponse(ctx, ar)
 	if err != nil {
-		_ = scope.finish(false)
+		_ = p.store.finish(ctx, scope, false)
 		p.logError(ctx, "token response failed", err)
 		p.oauth.WriteAccessError(ctx, w, ar, err)
 		return
 	}
-	if err := scope.finish(true); err != nil {
-		p.logError(ctx, "token response not committed", err)
-		p.oauth.WriteAccessError(ctx, w, ar, fosite.ErrServerError.WithWrap(err))
+	if err := p.store.finish(ctx, scope, true); err != nil {
+		p.oauth.WriteAccessError(ctx, w, ar, p.tokenCommitError(ctx, ar, err))
 		return
 	}
 	p.oauth.WriteAccessResponse(ctx, w, ar, resp)
+}
+
+// tokenCommitError answers a token request whose writes did not commit: a used
+// client assertion is invalid_client, a code redeemed meanwhile by another request
+// is a replay (its tokens are revoked), anything else a server error.
+func (p *Provider) tokenCommitError(ctx context.Context, ar fosite.AccessRequester, err error) error {
+	switch {
+	case isJTIConflict(err):
+		err = clientAuthError(fosite.ErrJTIKnown)
+	case errors.Is(err, errCodeRaced):
+		if rerr := p.store.RevokeAccessToken(withScopeOf(ctx, false), ar.GetID()); rerr != nil {
+			p.logError(ctx, "revoking the tokens of a replayed code", rerr)
+		}
+		err = fosite.ErrInvalidGrant.WithHint("The authorization code has already been used.").WithWrap(err)
+	default:
+		err = fosite.ErrServerError.WithWrap(err)
+	}
+	p.logError(ctx, "token response not committed", err)
+	return err
 }
 
 // revoke is the revocation endpoint (RFC 7009).

@@ -6,6 +6,7 @@
 package auth
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -19,6 +20,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/uptrace/bun"
 
+	"github.com/azuma/mimoto/compliance/audit"
 	"github.com/azuma/mimoto/db"
 	"github.com/azuma/mimoto/internal/password"
 	"github.com/azuma/mimoto/portal/account"
@@ -94,6 +96,11 @@ func (s *Service) Login(ctx context.Context, email, pw string) (token string, st
 	if !id.Valid {
 		// Spend the time a real check would, so timing does not reveal the account.
 		_, _ = password.Verify(pw, dummyHash)
+		// The attempted address is not recorded (it may be anyone's, mistyped).
+		if err := audit.RecordPlatform(ctx, s.db.Bun, audit.PlatformEvent{Actor: "anonymous",
+			Action: "account.login_failed", Outcome: audit.Failure, Details: map[string]any{"reason": "unknown_account"}}); err != nil {
+			return "", "", err
+		}
 		return "", "", ErrInvalidCredentials
 	}
 	var refused bool
@@ -101,7 +108,7 @@ func (s *Service) Login(ctx context.Context, email, pw string) (token string, st
 		if err := s.accounts.CheckLocked(ctx, tx, id.UUID); err != nil {
 			_, _ = password.Verify(pw, dummyHash) // same timing as a real check
 			refused = true
-			return nil
+			return recordFailure(ctx, tx, id.UUID, "password", "locked", account.LockState{})
 		}
 		var hash string
 		var verified bool
@@ -111,14 +118,17 @@ func (s *Service) Login(ctx context.Context, email, pw string) (token string, st
 		if ok, err := password.Verify(pw, hash); err != nil || !ok {
 			// Committed (the function returns nil): the failure must count.
 			refused = true
-			_, err := s.accounts.RecordFailure(ctx, tx, id.UUID)
-			return err
+			st, err := s.accounts.RecordFailure(ctx, tx, id.UUID)
+			if err != nil {
+				return err
+			}
+			return recordFailure(ctx, tx, id.UUID, "password", "wrong_password", st)
 		}
 		if !verified {
 			// E-mail not verified yet (portal/registration): the same answer as a
 			// wrong password, so sign-in does not reveal registrations.
 			refused = true
-			return nil
+			return recordFailure(ctx, tx, id.UUID, "password", "unverified", account.LockState{})
 		}
 		if err := s.accounts.RecordSuccess(ctx, tx, id.UUID); err != nil {
 			return err
@@ -144,6 +154,24 @@ func (s *Service) Login(ctx context.Context, email, pw string) (token string, st
 }
 
 var dummyHash = func() string { h, _ := password.Hash("not a password of anyone"); return h }()
+
+// recordFailure writes a failed sign-in to the account-level audit trail (it belongs
+// to no tenant), in the sign-in's own transaction, which commits with the failure
+// count: reason and step only, never what was typed. The failure that locks the
+// account writes account.lockout as well.
+func recordFailure(ctx context.Context, tx bun.Tx, accountID uuid.UUID, step, reason string, st account.LockState) error {
+	actor := "account:" + accountID.String()
+	if err := audit.RecordPlatform(ctx, tx, audit.PlatformEvent{Actor: actor, Action: "account.login_failed",
+		Target: actor, Outcome: audit.Failure, Details: map[string]any{"step": step, "reason": reason}}); err != nil {
+		return err
+	}
+	if reason != "locked" && st.Locked() {
+		return audit.RecordPlatform(ctx, tx, audit.PlatformEvent{Actor: actor, Action: "account.lockout",
+			Target: actor, Outcome: audit.Failure, Details: map[string]any{
+				"failures": st.Failures, "locked_until": st.LockedUntil.UTC().Format(time.RFC3339)}})
+	}
+	return nil
+}
 
 // open creates a password-stage session and returns its token: the account id
 // (to find the row under the account's RLS) and 256 random bits.
@@ -201,14 +229,17 @@ func (s *Service) VerifySecondFactor(ctx context.Context, sess *Session, code st
 	err := s.db.InAccount(ctx, sess.AccountID, uuid.Nil, func(ctx context.Context, tx bun.Tx) error {
 		if err := s.accounts.CheckLocked(ctx, tx, sess.AccountID); err != nil {
 			refused = true
-			return nil
+			return recordFailure(ctx, tx, sess.AccountID, "second_factor", "locked", account.LockState{})
 		}
 		code = strings.TrimSpace(code)
 		if err := s.accounts.VerifyTOTP(ctx, tx, sess.AccountID, code); err != nil {
 			if rerr := s.accounts.UseRecoveryCode(ctx, tx, sess.AccountID, code); rerr != nil {
 				refused = true
-				_, err := s.accounts.RecordFailure(ctx, tx, sess.AccountID)
-				return err
+				st, err := s.accounts.RecordFailure(ctx, tx, sess.AccountID)
+				if err != nil {
+					return err
+				}
+				return recordFailure(ctx, tx, sess.AccountID, "second_factor", "wrong_code", st)
 			}
 		}
 		return s.upgrade(ctx, tx, sess)
@@ -217,6 +248,19 @@ func (s *Service) VerifySecondFactor(ctx context.Context, sess *Session, code st
 		return ErrInvalidCredentials
 	}
 	return err
+}
+
+// Key identifies the session in the database: the SHA-256 of its token (never the
+// token itself). State that must stay bound to the session that created it, such as
+// a WebAuthn ceremony's challenge (portal/passkey), refers to it.
+func (s *Session) Key() []byte { return bytes.Clone(s.idHash) }
+
+// CompleteSecondFactor makes the password-stage session sess full, in the caller's
+// transaction tx (bound to sess.AccountID). It is for a caller that has just verified
+// another second factor of the account in tx: portal/passkey after a valid WebAuthn
+// assertion. The TOTP path is VerifySecondFactor.
+func (s *Service) CompleteSecondFactor(ctx context.Context, tx bun.Tx, sess *Session) error {
+	return s.upgrade(ctx, tx, sess)
 }
 
 // upgrade turns the session into a full one with the absolute limit from now.

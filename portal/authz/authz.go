@@ -11,6 +11,9 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/uptrace/bun"
+
+	"github.com/azuma/mimoto/compliance/audit"
+	"github.com/azuma/mimoto/db"
 )
 
 // Role is a portal role within one tenant.
@@ -139,4 +142,68 @@ func Require(ctx context.Context, tx bun.IDB, accountID, tenantID uuid.UUID, op 
 		return err
 	}
 	return Touch(ctx, tx, accountID, tenantID, granting)
+}
+
+// PlatformOperation is something only a platform operator may do: azuma staff who
+// manage tenants' contracts. It is not a tenant role — no tenant role grants it, and
+// an operator gets no tenant's data through it (TOM §8: backend access for the staff
+// who need it; TOM §6: operator work runs on the audited maintenance path).
+type PlatformOperation string
+
+const (
+	PlatformTenantsRead  PlatformOperation = "platform.tenants.read"
+	PlatformTenantsWrite PlatformOperation = "platform.tenants.write"
+)
+
+// PlatformOperations lists every platform operation; an operator may do all of them.
+var PlatformOperations = []PlatformOperation{PlatformTenantsRead, PlatformTenantsWrite}
+
+// RequireOperator checks that accountID is a platform operator (platform_operators,
+// granted with `mimoto operator grant`), inside the caller's transaction: the
+// account's own (db.InAccount) or the maintenance path. Anyone else: ErrForbidden.
+func RequireOperator(ctx context.Context, tx bun.IDB, accountID uuid.UUID, op PlatformOperation) error {
+	if !slices.Contains(PlatformOperations, op) {
+		return ErrForbidden
+	}
+	var operator bool
+	if err := tx.NewRaw(`SELECT EXISTS (SELECT 1 FROM platform_operators WHERE account_id = ?)`, accountID).
+		Scan(ctx, &operator); err != nil {
+		return err
+	}
+	if !operator {
+		return ErrForbidden
+	}
+	return nil
+}
+
+// TouchOperator records, on the maintenance path, that the operator assignment was
+// used now (the access review); ErrForbidden if it no longer exists (revoked since
+// RequireOperator).
+func TouchOperator(ctx context.Context, tx bun.IDB, accountID uuid.UUID) error {
+	var ids []uuid.UUID
+	if err := tx.NewRaw(`UPDATE platform_operators SET last_used_at = now() WHERE account_id = ? RETURNING account_id`,
+		accountID).Scan(ctx, &ids); err != nil {
+		return err
+	}
+	if len(ids) == 0 {
+		return ErrForbidden
+	}
+	return nil
+}
+
+// RecordDenied writes the audit event of a refusal (outcome denied, action
+// authz.denied, target the operation): in the tenant's trail when tenantID is set,
+// else in the account-level trail. It runs in a transaction of its own, so the event
+// survives the rollback of the refused request's transaction.
+func RecordDenied(ctx context.Context, d *db.DB, accountID, tenantID uuid.UUID, operation string) error {
+	ctx = context.WithoutCancel(ctx)
+	actor := "account:" + accountID.String()
+	if tenantID == uuid.Nil {
+		return audit.RecordPlatform(ctx, d.Bun, audit.PlatformEvent{Actor: actor, Action: "authz.denied",
+			Target: operation, Outcome: audit.Denied})
+	}
+	return d.InTenant(ctx, tenantID, func(ctx context.Context, tx bun.Tx) error {
+		return audit.Record(ctx, tx, audit.Event{TenantID: tenantID, Actor: actor, Action: "authz.denied",
+			Target: operation, Outcome: audit.Denied})
+	})
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/uptrace/bun"
 
+	"github.com/azuma/mimoto/db"
 	"github.com/azuma/mimoto/db/dbtest"
 	"github.com/azuma/mimoto/portal/authz"
 )
@@ -80,5 +81,58 @@ func TestRequireInDatabase(t *testing.T) {
 	})
 	if !used {
 		t.Fatal("last use of the role not recorded")
+	}
+}
+
+// Platform operations belong to platform operators only: no tenant role, however
+// many, grants one, and an account is an operator only while platform_operators
+// lists it.
+func TestPlatformOperatorsOnly(t *testing.T) {
+	for _, op := range authz.PlatformOperations {
+		if authz.Allowed(authz.Roles, authz.Operation(op)) {
+			t.Errorf("tenant roles grant %s", op)
+		}
+	}
+	d := dbtest.New(t)
+	ctx := context.Background()
+	owner, operator := uuid.New(), uuid.New()
+	for _, id := range []uuid.UUID{owner, operator} {
+		err := d.App.InAccount(ctx, id, uuid.Nil, func(ctx context.Context, tx bun.Tx) error {
+			_, err := tx.ExecContext(ctx, `INSERT INTO portal_accounts (id, email, password_hash) VALUES (?, ?, 'x')`, id, id.String()[:8]+"@x.test")
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Only the maintenance path writes operator assignments; the service role cannot.
+	err := d.App.InAccount(ctx, owner, uuid.Nil, func(ctx context.Context, tx bun.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO platform_operators (account_id, granted_by) VALUES (?, 'self')`, owner)
+		return err
+	})
+	if err == nil {
+		t.Fatal("an account made itself a platform operator")
+	}
+	if err := d.App.Maintenance(ctx, db.MaintenanceTask{Name: "test.grant", Actor: "test"}, func(ctx context.Context, tx bun.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO platform_operators (account_id, granted_by) VALUES (?, 'test')`, operator)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	check := func(account uuid.UUID) error {
+		return d.App.InAccount(ctx, account, uuid.Nil, func(ctx context.Context, tx bun.Tx) error {
+			return authz.RequireOperator(ctx, tx, account, authz.PlatformTenantsWrite)
+		})
+	}
+	if err := check(operator); err != nil {
+		t.Fatalf("operator refused: %v", err)
+	}
+	if err := check(owner); !errors.Is(err, authz.ErrForbidden) {
+		t.Fatalf("non-operator: %v", err)
+	}
+	if err := d.App.InAccount(ctx, operator, uuid.Nil, func(ctx context.Context, tx bun.Tx) error {
+		return authz.RequireOperator(ctx, tx, operator, "platform.everything")
+	}); !errors.Is(err, authz.ErrForbidden) {
+		t.Fatalf("unknown platform operation: %v", err)
 	}
 }

@@ -68,6 +68,12 @@ type Member struct {
 	Email       string
 	DisplayName string
 	Roles       []RoleGrant
+	// FailedSignIns counts consecutive failed sign-ins (password or second factor)
+	// since the last successful one or the end of the last lockout.
+	FailedSignIns int
+	// LockedUntil is when the account's current lockout ends; nil when it is not
+	// locked (TOM §2: the owner sees lockouts of members).
+	LockedUntil *time.Time
 }
 
 // HasRole reports whether m holds r.
@@ -76,8 +82,9 @@ func (m Member) HasRole(r authz.Role) bool {
 }
 
 var (
-	// ErrOwnerRequired: only an owner may grant or take away the owner role.
-	ErrOwnerRequired = errors.New("members: only an owner may grant or remove the owner role")
+	// ErrOwnerRequired: only an owner may grant or take away the owner role (an
+	// authorization refusal: errors.Is(err, authz.ErrForbidden) holds).
+	ErrOwnerRequired = fmt.Errorf("members: only an owner may grant or remove the owner role: %w", authz.ErrForbidden)
 	// ErrLastOwner: the change would leave the tenant without an owner.
 	ErrLastOwner = errors.New("members: the tenant must keep at least one owner")
 	// ErrNotMember: the account is not a member of the tenant (answered like an
@@ -95,8 +102,8 @@ type InputError struct{ Field, Reason string }
 func (e *InputError) Error() string { return e.Field + ": " + e.Reason }
 
 // List returns every member of the tenant with e-mail, display name and roles, each
-// role with when it was granted and last used: the owner's access review. Ordered by
-// display name, then e-mail.
+// role with when it was granted and last used, and the member's lockout state: the
+// owner's access review. Ordered by display name, then e-mail.
 func List(ctx context.Context, tx bun.IDB, tenantID uuid.UUID) ([]Member, error) {
 	var rows []struct {
 		AccountID   uuid.UUID  `bun:"account_id"`
@@ -105,9 +112,16 @@ func List(ctx context.Context, tx bun.IDB, tenantID uuid.UUID) ([]Member, error)
 		Role        string     `bun:"role"`
 		GrantedAt   time.Time  `bun:"created_at"`
 		LastUsedAt  *time.Time `bun:"last_used_at"`
+		Failures    int        `bun:"failures"`
+		LockedUntil *time.Time `bun:"locked_until"`
 	}
-	err := tx.NewRaw(`SELECT m.account_id, a.email, a.display_name, m.role, m.created_at, m.last_used_at
+	// An expired lockout counts as none, and the count starts afresh after it (as
+	// portal/account reads the state).
+	err := tx.NewRaw(`SELECT m.account_id, a.email, a.display_name, m.role, m.created_at, m.last_used_at,
+			CASE WHEN l.locked_until IS NOT NULL AND l.locked_until <= now() THEN 0 ELSE coalesce(l.failed_count, 0) END AS failures,
+			CASE WHEN l.locked_until > now() THEN l.locked_until END AS locked_until
 		FROM tenant_memberships m JOIN portal_accounts a ON a.id = m.account_id
+		LEFT JOIN account_login_attempts l ON l.account_id = m.account_id
 		WHERE m.tenant_id = ?
 		ORDER BY lower(a.display_name), a.email, m.account_id`, tenantID).Scan(ctx, &rows)
 	if err != nil {
@@ -116,7 +130,8 @@ func List(ctx context.Context, tx bun.IDB, tenantID uuid.UUID) ([]Member, error)
 	var out []Member
 	for _, r := range rows {
 		if len(out) == 0 || out[len(out)-1].AccountID != r.AccountID {
-			out = append(out, Member{AccountID: r.AccountID, Email: r.Email, DisplayName: r.DisplayName})
+			out = append(out, Member{AccountID: r.AccountID, Email: r.Email, DisplayName: r.DisplayName,
+				FailedSignIns: r.Failures, LockedUntil: r.LockedUntil})
 		}
 		m := &out[len(out)-1]
 		m.Roles = append(m.Roles, RoleGrant{Role: authz.Role(r.Role), GrantedAt: r.GrantedAt, LastUsedAt: r.LastUsedAt})
