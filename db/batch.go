@@ -25,7 +25,9 @@ type Statement struct {
 // one failing statement undoes them all. It is the fast path for short work on the
 // hot login paths, where InTenant's BEGIN, set_config and COMMIT would be three of
 // the round trips that bound throughput; row-level security applies the same way.
-// Statements cannot depend on Go code between them; use InTenant for that.
+// Statements cannot depend on Go code between them; use InTenant for that. The
+// statements are prepared once per connection (pass fixed SQL texts, not texts
+// with values in them); the batch is one round trip after that.
 func (d *DB) TenantBatch(ctx context.Context, tenantID uuid.UUID, stmts ...Statement) error {
 	if tenantID == uuid.Nil {
 		return ErrNoTenant
@@ -35,7 +37,7 @@ func (d *DB) TenantBatch(ctx context.Context, tenantID uuid.UUID, stmts ...State
 	for _, s := range stmts {
 		b.Queue(s.SQL, s.Args...)
 	}
-	br := d.Pool.SendBatch(ctx, b)
+	br := d.hot.SendBatch(ctx, b)
 	if _, err := br.Exec(); err != nil {
 		_ = br.Close()
 		return fmt.Errorf("setting tenant: %w", err)

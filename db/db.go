@@ -44,6 +44,10 @@ type DB struct {
 	Pool *pgxpool.Pool
 	SQL  *sql.DB
 	Bun  *bun.DB
+	// hot serves TenantBatch: the hot paths' fixed statements, prepared once per
+	// connection. Planning a statement under row-level security costs more than
+	// running it, so prepared statements halve the database's work per login.
+	hot *pgxpool.Pool
 }
 
 // Open creates the pool. It does not wait for the server: pgxpool connects lazily,
@@ -82,14 +86,23 @@ func Open(ctx context.Context, url string, opts Options) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("database pool: %w", err)
 	}
+	hotCfg := cfg.Copy()
+	hotCfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeCacheStatement
+	hotCfg.ConnConfig.RuntimeParams["application_name"] = name + " (prepared)"
+	hot, err := pgxpool.NewWithConfig(ctx, hotCfg)
+	if err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("database pool: %w", err)
+	}
 	sqldb := stdlib.OpenDBFromPool(pool)
-	return &DB{Pool: pool, SQL: sqldb, Bun: bun.NewDB(sqldb, pgdialect.New())}, nil
+	return &DB{Pool: pool, SQL: sqldb, Bun: bun.NewDB(sqldb, pgdialect.New()), hot: hot}, nil
 }
 
 // Close releases every connection.
 func (d *DB) Close() {
 	_ = d.Bun.Close()
 	d.Pool.Close()
+	d.hot.Close()
 }
 
 // Ping checks that the server answers.

@@ -84,6 +84,7 @@ type Broker struct {
 
 	mu      sync.Mutex
 	clients map[uuid.UUID]*mtlsClient
+	chains  verifiedChains
 }
 
 type mtlsClient struct {

@@ -2,7 +2,6 @@ package broker
 
 import (
 	"context"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -135,7 +134,7 @@ func (b *Broker) verifyIDToken(ctx context.Context, up upstream, idp *trust.Prov
 		return nil, fmt.Errorf("ID token signature: %w", err)
 	}
 	if b.cfg.IDTokenRoots != nil {
-		if _, err := h.Certificates(x509.VerifyOptions{Roots: b.cfg.IDTokenRoots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		if err := b.chains.verify(string(inner), h, b.cfg.IDTokenRoots, b.cfg.Now()); err != nil {
 			return nil, fmt.Errorf("ID token certificate not issued by the pinned CA: %w", err)
 		}
 	}

@@ -260,6 +260,7 @@ type Entities struct {
 	rtMu      sync.Mutex
 	tlsC      map[appRef]cachedTLS
 	decC      map[decRef]cachedDecryption
+	keyC      map[appRef]string // app keys never change (a trigger keeps them)
 	maxCached int // entries per cache before it is cleared
 }
 
@@ -338,6 +339,13 @@ func (e *Entities) tenantOf(ctx context.Context, appKey string) (uuid.UUID, erro
 
 // AppKey returns the app's key (ErrNotProvisioned if it has none yet).
 func (e *Entities) AppKey(ctx context.Context, tenantID, appID uuid.UUID) (string, error) {
+	ref := appRef{tenantID, appID}
+	e.rtMu.Lock()
+	cached, ok := e.keyC[ref]
+	e.rtMu.Unlock()
+	if ok {
+		return cached, nil
+	}
 	var key sql.NullString
 	err := e.db.InTenant(ctx, tenantID, func(ctx context.Context, tx bun.Tx) error {
 		return tx.QueryRowContext(ctx, `SELECT federation_key FROM apps WHERE id = ? AND tenant_id = ?`, appID, tenantID).Scan(&key)
@@ -350,6 +358,12 @@ func (e *Entities) AppKey(ctx context.Context, tenantID, appID uuid.UUID) (strin
 	case !key.Valid:
 		return "", ErrNotProvisioned
 	}
+	e.rtMu.Lock()
+	if e.keyC == nil || len(e.keyC) >= e.maxCached {
+		e.keyC = map[appRef]string{}
+	}
+	e.keyC[ref] = key.String
+	e.rtMu.Unlock()
 	return key.String, nil
 }
 

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
@@ -54,6 +55,7 @@ type rpTrust struct {
 	ownRedirectURIs []string // in the RP's own statement
 	ownScopes       []string
 	tlsCerts        []*x509.Certificate
+	selfSigned      sync.Map // string(cert.Raw) → struct{}: published certificates whose self-signature verified
 	encKey          jose.JSONWebKey
 	version         string
 	expires         time.Time
@@ -227,9 +229,13 @@ func checkClientCert(r *http.Request, t *rpTrust, now time.Time, code string) *o
 	if !ok || pub.Curve != elliptic.P256() {
 		return fail("the TLS client certificate must have a P-256 key")
 	}
-	if !bytes.Equal(leaf.RawIssuer, leaf.RawSubject) ||
-		leaf.CheckSignature(leaf.SignatureAlgorithm, leaf.RawTBSCertificate, leaf.Signature) != nil {
-		return fail("the TLS client certificate must be self-signed")
+	// The signature of a published certificate is checked once per verified view.
+	if _, ok := t.selfSigned.Load(string(leaf.Raw)); !ok {
+		if !bytes.Equal(leaf.RawIssuer, leaf.RawSubject) ||
+			leaf.CheckSignature(leaf.SignatureAlgorithm, leaf.RawTBSCertificate, leaf.Signature) != nil {
+			return fail("the TLS client certificate must be self-signed")
+		}
+		t.selfSigned.Store(string(leaf.Raw), struct{}{})
 	}
 	if leaf.NotAfter.Sub(leaf.NotBefore) >= maxCertLifetime {
 		return fail("the TLS client certificate must be valid for less than 398 days")
