@@ -261,7 +261,7 @@ type Entities struct {
 	tlsC      map[appRef]cachedTLS
 	decC      map[decRef]cachedDecryption
 	keyC      map[appRef]string // app keys never change (a trigger keeps them)
-	maxCached int // entries per cache before it is cleared
+	maxCached int               // entries per cache before it is cleared
 }
 
 type appRef struct{ tenant, app uuid.UUID }
