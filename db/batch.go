@@ -2,6 +2,7 @@ package db
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/google/uuid"
@@ -34,13 +35,34 @@ func (d *DB) TenantBatch(ctx context.Context, tenantID uuid.UUID, stmts ...State
 	}
 	b := &pgx.Batch{}
 	b.Queue(`SELECT set_config('mimoto.tenant_id', $1, true)`, tenantID.String())
+	return d.sendBatch(ctx, b, stmts)
+}
+
+// AccountBatch is TenantBatch for a portal account (InAccount's scope): the account
+// sees its own rows, and the tenant's when tenantID is not uuid.Nil.
+func (d *DB) AccountBatch(ctx context.Context, accountID, tenantID uuid.UUID, stmts ...Statement) error {
+	if accountID == uuid.Nil {
+		return errors.New("db: no account given")
+	}
+	tenant := ""
+	if tenantID != uuid.Nil {
+		tenant = tenantID.String()
+	}
+	b := &pgx.Batch{}
+	b.Queue(`SELECT set_config('mimoto.account_id', $1, true), set_config('mimoto.tenant_id', $2, true)`,
+		accountID.String(), tenant)
+	return d.sendBatch(ctx, b, stmts)
+}
+
+func (d *DB) sendBatch(ctx context.Context, b *pgx.Batch, stmts []Statement) error {
+	direct.Add(int64(len(stmts) + 1))
 	for _, s := range stmts {
 		b.Queue(s.SQL, s.Args...)
 	}
 	br := d.hot.SendBatch(ctx, b)
 	if _, err := br.Exec(); err != nil {
 		_ = br.Close()
-		return fmt.Errorf("setting tenant: %w", err)
+		return fmt.Errorf("setting the scope: %w", err)
 	}
 	for i, s := range stmts {
 		if err := readResult(br, s); err != nil {

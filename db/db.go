@@ -11,6 +11,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -49,6 +50,14 @@ type DB struct {
 	// running it, so prepared statements halve the database's work per login.
 	hot *pgxpool.Pool
 }
+
+// direct counts the statements sent through batches and QueryPrepared (the bun
+// query hooks do not see them), for tests and benchmarks that count queries.
+var direct atomic.Int64
+
+// DirectStatements is the number of statements this process sent past bun so far
+// (batches, each with its scope-setting statement, and prepared statements).
+func DirectStatements() int64 { return direct.Load() }
 
 // Open creates the pool. It does not wait for the server: pgxpool connects lazily,
 // so callers that must survive a database that is down at start use Ping with retries.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/azuma/mimoto/compliance/audit"
+	"github.com/azuma/mimoto/db"
 	"github.com/azuma/mimoto/graph/generated"
 	"github.com/azuma/mimoto/graph/model"
 	"github.com/azuma/mimoto/portal/apps"
@@ -92,8 +93,8 @@ func (r *queryResolver) Tenant(ctx context.Context, id uuid.UUID) (*model.Tenant
 			start  time.Time
 			end    *time.Time
 		)
-		if err := tx.NewRaw(`SELECT name, status, contract_start, contract_end FROM tenants WHERE id = ?`, id).
-			Scan(ctx, &t.Name, &status, &start, &end); err != nil {
+		if err := db.QueryRowPrepared(ctx, tx, `SELECT name, status, contract_start, contract_end FROM tenants WHERE id = $1`, id).
+			Scan(&t.Name, &status, &start, &end); err != nil {
 			return err
 		}
 		t.Status = model.TenantStatus(strings.ToUpper(status))

@@ -10,7 +10,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
-	"database/sql"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -18,6 +17,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/uptrace/bun"
 
 	"github.com/azuma/mimoto/compliance/audit"
@@ -205,22 +205,35 @@ func (s *Service) Authenticate(ctx context.Context, token string) (*Session, err
 	}
 	sess := &Session{AccountID: accountID, idHash: tokenHash(token)}
 	now := s.cfg.Now()
-	err = s.db.InAccount(ctx, accountID, uuid.Nil, func(ctx context.Context, tx bun.Tx) error {
-		var stage string
-		err := tx.NewRaw(`UPDATE portal_sessions SET last_seen_at = ?
-			WHERE id_hash = ? AND revoked_at IS NULL AND expires_at > ? AND last_seen_at > ?
-			RETURNING stage`, now, sess.idHash, now, now.Add(-s.cfg.IdleTimeout)).Scan(ctx, &stage)
-		if errors.Is(err, sql.ErrNoRows) {
-			return ErrNoSession
-		}
-		sess.Full = stage == "full"
-		return err
-	})
+	var stage string
+	// One round trip, and a write only when last_seen_at is older than
+	// touchInterval: most requests only read (no WAL, no commit flush).
+	err = s.db.AccountBatch(ctx, accountID, uuid.Nil, db.Statement{
+		SQL: `WITH s AS (SELECT id_hash, stage, last_seen_at FROM portal_sessions
+		                  WHERE id_hash = $1 AND revoked_at IS NULL AND expires_at > $2 AND last_seen_at > $3),
+		          touched AS (UPDATE portal_sessions p SET last_seen_at = $2 FROM s
+		                       WHERE p.id_hash = s.id_hash AND s.last_seen_at < $4)
+		     SELECT stage FROM s`,
+		Args: []any{sess.idHash, now, now.Add(-s.cfg.IdleTimeout), now.Add(-touchInterval)},
+		Scan: func(rows pgx.Rows) error {
+			if !rows.Next() {
+				return ErrNoSession
+			}
+			return rows.Scan(&stage)
+		}})
 	if err != nil {
+		if errors.Is(err, ErrNoSession) {
+			return nil, ErrNoSession
+		}
 		return nil, err
 	}
+	sess.Full = stage == "full"
 	return sess, nil
 }
+
+// touchInterval is how stale a session's last_seen_at may get before a request
+// refreshes it: the idle timeout is kept to within this much.
+const touchInterval = 30 * time.Second
 
 // VerifySecondFactor completes a password-stage session with a TOTP code or a
 // recovery code. A wrong code counts as a failed login (lockout).

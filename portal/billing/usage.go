@@ -9,6 +9,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/uptrace/bun"
+
+	"github.com/azuma/mimoto/db"
 )
 
 // Month is one app's usage in one calendar month (UTC).
@@ -23,12 +25,12 @@ type Month struct {
 // Usage lists the tenant's usage for the months from..to (inclusive, first of month
 // UTC), one query for all apps.
 func Usage(ctx context.Context, tx bun.IDB, tenantID uuid.UUID, from, to time.Time) ([]Month, error) {
-	rows, err := tx.QueryContext(ctx, `
+	rows, err := db.QueryPrepared(ctx, tx, `
 		SELECT to_char(date_trunc('month', e.occurred_at AT TIME ZONE 'UTC'), 'YYYY-MM') AS month,
 		       a.id, a.name, count(*), count(DISTINCT e.pseudonym)
 		  FROM login_events e JOIN apps a ON a.id = e.app_id
-		 WHERE e.tenant_id = ? AND e.step = 'authenticated'
-		   AND e.occurred_at >= ? AND e.occurred_at < ?
+		 WHERE e.tenant_id = $1 AND e.step = 'authenticated'
+		   AND e.occurred_at >= $2 AND e.occurred_at < $3
 		 GROUP BY 1, a.id, a.name
 		 ORDER BY 1, a.name`, tenantID, from, to.AddDate(0, 1, 0))
 	if err != nil {
