@@ -109,7 +109,7 @@ var Settings = []Setting{
 	{Key: "dev_federation_base_port", Default: "8090", Help: "first port of the simulated federation in `mimoto dev` (master, then two ports per IdP); 0 picks free ports"},
 	{Key: "database.url", Help: "PostgreSQL URL the service connects with; its role must be mimoto_app (bound by row-level security)", Secret: true},
 	{Key: "database.owner_url", Help: "PostgreSQL URL of the schema owner, used by `mimoto migrate` only", Secret: true},
-	{Key: "database.max_conns", Default: "16", Help: "size of the shared connection pool"},
+	{Key: "database.max_conns", Default: "16", Help: "size of each of the two connection pools (the shared one, and the prepared-statement one of the login paths)"},
 	{Key: "database.connect_timeout", Default: "0s", Help: "give up if the database is unreachable this long at start (0: keep retrying)"},
 	{Key: "kek", Help: "key-encryption key: 32 bytes, base64 or hex (prefer kek_file)", Secret: true},
 	{Key: "kek_file", Help: "file holding the key-encryption key (mode 0600)"},
