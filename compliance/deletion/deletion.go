@@ -30,7 +30,6 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"regexp"
@@ -43,6 +42,7 @@ import (
 
 	"github.com/azuma/mimoto/compliance/audit"
 	"github.com/azuma/mimoto/db"
+	"github.com/azuma/mimoto/internal/keyset"
 )
 
 // SubjectRefPurpose derives the subject-reference key from the KEK
@@ -169,7 +169,7 @@ func Page(ctx context.Context, tx bun.IDB, tenantID uuid.UUID, first int, after 
 		WHERE r.tenant_id = ?`
 	args := []any{tenantID}
 	if after != "" {
-		at, id, err := decodeCursor(after)
+		at, id, err := keyset.Decode(after)
 		if err != nil {
 			return nil, false, &InputError{"after", "not a cursor of this list"}
 		}
@@ -191,24 +191,7 @@ func Page(ctx context.Context, tx bun.IDB, tenantID uuid.UUID, first int, after 
 
 // Cursor is the position of r in Page's order.
 func Cursor(r Request) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(r.RequestedAt.UTC().Format(time.RFC3339Nano) + "_" + r.ID.String()))
-}
-
-func decodeCursor(c string) (time.Time, uuid.UUID, error) {
-	raw, err := base64.RawURLEncoding.DecodeString(c)
-	if err != nil {
-		return time.Time{}, uuid.Nil, err
-	}
-	ts, id, ok := strings.Cut(string(raw), "_")
-	if !ok {
-		return time.Time{}, uuid.Nil, errors.New("bad cursor")
-	}
-	t, err := time.Parse(time.RFC3339Nano, ts)
-	if err != nil {
-		return time.Time{}, uuid.Nil, err
-	}
-	u, err := uuid.Parse(id)
-	return t, u, err
+	return keyset.Encode(r.RequestedAt, r.ID)
 }
 
 // JobActor names the deletion job in the audit trail.

@@ -8,7 +8,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base32"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,6 +24,7 @@ import (
 	"github.com/uptrace/bun/dialect/pgdialect"
 
 	"github.com/azuma/mimoto/compliance/audit"
+	"github.com/azuma/mimoto/internal/keyset"
 	"github.com/azuma/mimoto/oidc/federation"
 	"github.com/azuma/mimoto/oidc/provider"
 	"github.com/azuma/mimoto/oidc/telematik"
@@ -218,7 +218,7 @@ func Page(ctx context.Context, tx bun.IDB, tenantID uuid.UUID, first int, after 
 		FROM apps WHERE tenant_id = ?`
 	args := []any{tenantID}
 	if after != "" {
-		at, id, err := DecodeCursor(after)
+		at, id, err := keyset.Decode(after)
 		if err != nil {
 			return nil, false, &InputError{"after", "not a cursor of this list"}
 		}
@@ -250,25 +250,7 @@ func Page(ctx context.Context, tx bun.IDB, tenantID uuid.UUID, first int, after 
 
 // Cursor encodes an app's position in Page's order (opaque to clients).
 func Cursor(a App) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(a.CreatedAt.UTC().Format(time.RFC3339Nano) + "_" + a.ID.String()))
-}
-
-// DecodeCursor reverses Cursor.
-func DecodeCursor(c string) (time.Time, uuid.UUID, error) {
-	raw, err := base64.RawURLEncoding.DecodeString(c)
-	if err != nil {
-		return time.Time{}, uuid.Nil, err
-	}
-	ts, id, ok := strings.Cut(string(raw), "_")
-	if !ok {
-		return time.Time{}, uuid.Nil, errors.New("bad cursor")
-	}
-	t, err := time.Parse(time.RFC3339Nano, ts)
-	if err != nil {
-		return time.Time{}, uuid.Nil, err
-	}
-	u, err := uuid.Parse(id)
-	return t, u, err
+	return keyset.Encode(a.CreatedAt, a.ID)
 }
 
 func newClientID() string {

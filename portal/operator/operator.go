@@ -19,7 +19,6 @@ package operator
 import (
 	"context"
 	"database/sql"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"slices"
@@ -31,6 +30,7 @@ import (
 
 	"github.com/azuma/mimoto/compliance/audit"
 	"github.com/azuma/mimoto/db"
+	"github.com/azuma/mimoto/internal/keyset"
 	"github.com/azuma/mimoto/portal/authz"
 )
 
@@ -96,7 +96,7 @@ func (s *Service) Tenants(ctx context.Context, actor uuid.UUID, status Status, f
 		args = append(args, string(status))
 	}
 	if after != "" {
-		at, id, err := decodeCursor(after)
+		at, id, err := keyset.Decode(after)
 		if err != nil {
 			return nil, false, &InputError{"after", "not a cursor of this list"}
 		}
@@ -359,24 +359,7 @@ func actorName(accountID uuid.UUID) string { return "operator:" + accountID.Stri
 
 // Cursor is the position of t in Tenants' order.
 func Cursor(t Tenant) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(t.CreatedAt.UTC().Format(time.RFC3339Nano) + "_" + t.ID.String()))
-}
-
-func decodeCursor(c string) (time.Time, uuid.UUID, error) {
-	raw, err := base64.RawURLEncoding.DecodeString(c)
-	if err != nil {
-		return time.Time{}, uuid.Nil, err
-	}
-	ts, id, ok := strings.Cut(string(raw), "_")
-	if !ok {
-		return time.Time{}, uuid.Nil, errors.New("bad cursor")
-	}
-	t, err := time.Parse(time.RFC3339Nano, ts)
-	if err != nil {
-		return time.Time{}, uuid.Nil, err
-	}
-	u, err := uuid.Parse(id)
-	return t, u, err
+	return keyset.Encode(t.CreatedAt, t.ID)
 }
 
 // ParseDate reads a YYYY-MM-DD date.
