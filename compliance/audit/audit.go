@@ -43,18 +43,9 @@ func Record(ctx context.Context, tx bun.IDB, e Event) error {
 	if e.TenantID == uuid.Nil || e.Actor == "" || e.Action == "" {
 		return errors.New("audit: tenant, actor and action are required")
 	}
-	switch e.Outcome {
-	case Success, Failure, Denied:
-	default:
-		return fmt.Errorf("audit: unknown outcome %q", e.Outcome)
-	}
-	details := e.Details
-	if details == nil {
-		details = map[string]any{}
-	}
-	raw, err := json.Marshal(details)
+	raw, err := checked(e.Outcome, e.Details)
 	if err != nil {
-		return fmt.Errorf("audit: details: %w", err)
+		return err
 	}
 	_, err = tx.ExecContext(ctx, `INSERT INTO audit_events (tenant_id, actor, action, target, request_id, outcome, details)
 		VALUES (?, ?, ?, ?, ?, ?, ?)`, e.TenantID, e.Actor, e.Action, e.Target, e.RequestID, string(e.Outcome), string(raw))
@@ -82,18 +73,9 @@ func RecordPlatform(ctx context.Context, db bun.IDB, e PlatformEvent) error {
 	if e.Actor == "" || e.Action == "" {
 		return errors.New("audit: actor and action are required")
 	}
-	switch e.Outcome {
-	case Success, Failure, Denied:
-	default:
-		return fmt.Errorf("audit: unknown outcome %q", e.Outcome)
-	}
-	details := e.Details
-	if details == nil {
-		details = map[string]any{}
-	}
-	raw, err := json.Marshal(details)
+	raw, err := checked(e.Outcome, e.Details)
 	if err != nil {
-		return fmt.Errorf("audit: details: %w", err)
+		return err
 	}
 	if _, err := db.ExecContext(ctx, `SELECT mimoto_record_platform_event(?, ?, ?, ?, ?::jsonb)`,
 		e.Actor, e.Action, e.Target, string(e.Outcome), string(raw)); err != nil {
@@ -161,4 +143,22 @@ func Page(ctx context.Context, tx bun.IDB, tenantID uuid.UUID, f Filter, first i
 		events, more = events[:first], true
 	}
 	return events, more, rows.Err()
+}
+
+// checked validates an event's outcome and encodes its details (an object, never
+// null).
+func checked(o Outcome, details map[string]any) ([]byte, error) {
+	switch o {
+	case Success, Failure, Denied:
+	default:
+		return nil, fmt.Errorf("audit: unknown outcome %q", o)
+	}
+	if details == nil {
+		details = map[string]any{}
+	}
+	raw, err := json.Marshal(details)
+	if err != nil {
+		return nil, fmt.Errorf("audit: details: %w", err)
+	}
+	return raw, nil
 }
