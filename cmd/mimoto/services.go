@@ -164,8 +164,9 @@ func newAppServices(s service, database *db.DB, fed *federationSetup) (*appServi
 	river.AddWorker(workers, jobs.NewSigningKeyRotationWorker(keys))
 	river.AddWorker(workers, &mail.Worker{Deliverer: deliverer})
 	river.AddWorker(workers, &jobs.DeletionRequestWorker{DB: database})
+	river.AddWorker(workers, &jobs.PortalSweepWorker{DB: database})
 	periodic := []*river.PeriodicJob{jobs.SweepPeriodic(time.Minute), jobs.SigningKeyRotationPeriodic(time.Hour),
-		mail.Periodic(5 * time.Second)}
+		mail.Periodic(5 * time.Second), jobs.PortalSweepPeriodic(15 * time.Minute)}
 	if app.broker != nil {
 		app.broker.SetProvider(app.provider)
 		river.AddWorker(workers, federation.NewRotationWorker(app.entities))
