@@ -17,6 +17,9 @@ import (
 
 // Login is the resolver for the login field.
 func (r *mutationResolver) Login(ctx context.Context, email string, password string) (*model.LoginResult, error) {
+	if err := r.throttle(ctx, "login"); err != nil {
+		return nil, err
+	}
 	token, stage, err := r.Auth.Login(ctx, email, password)
 	if err != nil {
 		return nil, authError(err)
@@ -27,6 +30,9 @@ func (r *mutationResolver) Login(ctx context.Context, email string, password str
 
 // VerifySecondFactor is the resolver for the verifySecondFactor field.
 func (r *mutationResolver) VerifySecondFactor(ctx context.Context, code string) (*model.LoginResult, error) {
+	if err := r.throttle(ctx, "verify_second_factor"); err != nil {
+		return nil, err
+	}
 	sess, err := session(ctx, false)
 	if err != nil {
 		return nil, err
@@ -73,6 +79,23 @@ func (r *mutationResolver) Logout(ctx context.Context) (bool, error) {
 		return false, err
 	}
 	clearSessionCookie(ctx)
+	return true, nil
+}
+
+// ChangePassword is the resolver for the changePassword field.
+func (r *mutationResolver) ChangePassword(ctx context.Context, currentPassword string, newPassword string) (bool, error) {
+	if err := r.throttle(ctx, "change_password"); err != nil {
+		return false, err
+	}
+	sess, err := session(ctx, true)
+	if err != nil {
+		return false, err
+	}
+	token, err := r.Auth.ChangePassword(ctx, sess, currentPassword, newPassword)
+	if err != nil {
+		return false, changePasswordError(err)
+	}
+	setSessionCookie(ctx, token)
 	return true, nil
 }
 

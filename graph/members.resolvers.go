@@ -27,6 +27,9 @@ func (r *mutationResolver) InviteMember(ctx context.Context, tenantID uuid.UUID,
 
 // AcceptInvitation is the resolver for the acceptInvitation field.
 func (r *mutationResolver) AcceptInvitation(ctx context.Context, token string) (uuid.UUID, error) {
+	if err := r.throttle(ctx, "accept_invitation"); err != nil {
+		return uuid.Nil, err
+	}
 	sess, err := session(ctx, true)
 	if err != nil {
 		return uuid.Nil, err

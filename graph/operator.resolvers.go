@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/azuma/mimoto/graph/model"
+	"github.com/azuma/mimoto/oidc/federation"
 	"github.com/azuma/mimoto/portal/authz"
 	"github.com/azuma/mimoto/portal/operator"
 	"github.com/google/uuid"
@@ -71,6 +72,25 @@ func (r *mutationResolver) SetTenantContract(ctx context.Context, tenantID uuid.
 		return nil, operatorError(err)
 	}
 	return operatorTenantModel(*t), nil
+}
+
+// SetAppFederationStatus is the resolver for the setAppFederationStatus field.
+func (r *mutationResolver) SetAppFederationStatus(ctx context.Context, appID uuid.UUID, status model.AppFederationStatus, note *string) (*model.OperatorAppFederation, error) {
+	sess, err := session(ctx, true)
+	if err != nil {
+		return nil, err
+	}
+	a, err := r.Operators.SetAppFederationStatus(ctx, sess.AccountID, appID,
+		federation.RegistrationStatus(strings.ToLower(string(status))), deref(note))
+	if err != nil {
+		return nil, operatorError(err)
+	}
+	out := &model.OperatorAppFederation{AppID: a.AppID, TenantID: a.TenantID,
+		Status: model.AppFederationStatus(strings.ToUpper(string(a.Status))), ChangedAt: a.ChangedAt}
+	if a.Note != "" {
+		out.Note = &a.Note
+	}
+	return out, nil
 }
 
 // OperatorTenants is the resolver for the operatorTenants field.

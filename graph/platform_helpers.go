@@ -31,6 +31,8 @@ func operatorError(err error) error {
 	switch {
 	case errors.As(err, &in):
 		return &codedError{code: CodeBadUserInput, msg: in.Reason, field: in.Field}
+	case errors.Is(err, operator.ErrAppNotFound):
+		return &codedError{code: CodeNotFound, msg: "not found"}
 	case errors.Is(err, operator.ErrTerminated):
 		return &codedError{code: CodeBadUserInput, msg: "a terminated tenant's status is final", field: "status"}
 	case isForbidden(err):

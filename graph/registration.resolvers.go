@@ -11,23 +11,20 @@ import (
 
 	"github.com/azuma/mimoto/graph/model"
 	"github.com/azuma/mimoto/portal/registration"
-	"github.com/vektah/gqlparser/v2/gqlerror"
 )
 
 // Register is the resolver for the register field.
 func (r *mutationResolver) Register(ctx context.Context, input model.RegisterInput) (*model.RegisterResult, error) {
+	if err := r.throttle(ctx, "register"); err != nil {
+		return nil, err
+	}
 	err := r.Registration.Register(ctx, registration.Input{
 		CompanyName: input.CompanyName, Email: input.Email, DisplayName: input.DisplayName, Password: input.Password,
 	})
 	var fe *registration.FieldError
 	switch {
 	case errors.As(err, &fe) && fe.Policy != nil:
-		rules := make([]string, len(fe.Policy.Violations))
-		for i, v := range fe.Policy.Violations {
-			rules[i] = string(v)
-		}
-		return nil, &gqlerror.Error{Message: fe.Msg, Extensions: map[string]any{
-			"code": CodeBadUserInput, "field": fe.Field, "rules": rules, "minLength": fe.Policy.MinLength}}
+		return nil, policyError(fe.Field, fe.Policy)
 	case errors.As(err, &fe):
 		return nil, &codedError{code: CodeBadUserInput, msg: fe.Msg, field: fe.Field}
 	case err != nil:
@@ -38,6 +35,9 @@ func (r *mutationResolver) Register(ctx context.Context, input model.RegisterInp
 
 // VerifyEmail is the resolver for the verifyEmail field.
 func (r *mutationResolver) VerifyEmail(ctx context.Context, token string) (bool, error) {
+	if err := r.throttle(ctx, "verify_email"); err != nil {
+		return false, err
+	}
 	if err := r.Registration.VerifyEmail(ctx, token); err != nil {
 		if errors.Is(err, registration.ErrInvalidToken) {
 			return false, &codedError{code: CodeBadUserInput, msg: "the verification link is invalid or has expired", field: "token"}

@@ -15,6 +15,9 @@ import (
 type Resolver struct {
 	DB   *db.DB
 	Auth *auth.Service
+	// Throttle limits the guessing surfaces (sign-in, changePassword, tokens from
+	// links) per client address; nil: no per-address limit.
+	Throttle *auth.Throttle
 	// Registration is the self-service sign-up (register, verifyEmail).
 	Registration *registration.Service
 	// Apps creates and changes the tenants' apps.

@@ -32,6 +32,9 @@ const (
 	CodeBadUserInput    = "BAD_USER_INPUT"
 	CodeNotFound        = "NOT_FOUND"
 	CodeInternal        = "INTERNAL"
+	// CodeRateLimited: too many attempts from the client's address (portal/auth
+	// Throttle); extensions.retryAfterSeconds says when to try again.
+	CodeRateLimited = "RATE_LIMITED"
 )
 
 // Options configure the handler.

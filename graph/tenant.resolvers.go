@@ -20,12 +20,26 @@ import (
 	"github.com/uptrace/bun"
 )
 
+// Federation is the resolver for the federation field.
+func (r *appResolver) Federation(ctx context.Context, obj *model.App) (*model.AppFederation, error) {
+	if !r.Apps.Federated() {
+		return nil, nil
+	}
+	var out *model.AppFederation
+	err := r.inTenant(ctx, obj.TenantID, authz.AppsRead, func(ctx context.Context, tx bun.Tx, _ string) error {
+		v, err := r.Apps.Federation(ctx, tx, obj.TenantID, obj.ID)
+		out = appFederationModel(v)
+		return err
+	})
+	return out, portalError(err)
+}
+
 // CreateApp is the resolver for the createApp field.
 func (r *mutationResolver) CreateApp(ctx context.Context, tenantID uuid.UUID, input model.CreateAppInput) (*model.CreateAppPayload, error) {
 	var payload *model.CreateAppPayload
 	err := r.inTenant(ctx, tenantID, authz.AppsWrite, func(ctx context.Context, tx bun.Tx, actor string) error {
 		in := apps.Input{Name: input.Name, RedirectURIs: input.RedirectUris, Scopes: input.Scopes,
-			AuthMethod: strings.ToLower(string(input.AuthMethod)), JWKS: deref(input.Jwks),
+			AuthMethod: strings.ToLower(string(input.AuthMethod)), JWKS: deref(input.Jwks), JWKSURI: deref(input.JwksURI),
 			RequirePAR: derefBool(input.RequirePar), FAPI2: derefBool(input.Fapi2)}
 		a, secret, err := r.Apps.Create(ctx, tx, tenantID, actor, in)
 		if err != nil {
@@ -53,16 +67,18 @@ func (r *mutationResolver) RotateAppSecret(ctx context.Context, tenantID uuid.UU
 
 // UpdateApp is the resolver for the updateApp field.
 func (r *mutationResolver) UpdateApp(ctx context.Context, tenantID uuid.UUID, appID uuid.UUID, input model.UpdateAppInput) (*model.App, error) {
-	var out *model.App
+	var changed *apps.App
 	err := r.inTenant(ctx, tenantID, authz.AppsWrite, func(ctx context.Context, tx bun.Tx, actor string) error {
-		a, err := r.Apps.Change(ctx, tx, tenantID, appID, actor, apps.Update{Name: input.Name, RedirectURIs: input.RedirectUris,
-			Scopes: input.Scopes, JWKS: input.Jwks, RequirePAR: input.RequirePar, FAPI2: input.Fapi2})
-		if err == nil {
-			out = appModel(*a)
-		}
+		var err error
+		changed, err = r.Apps.Change(ctx, tx, tenantID, appID, actor, apps.Update{Name: input.Name, RedirectURIs: input.RedirectUris,
+			Scopes: input.Scopes, JWKS: input.Jwks, JWKSURI: input.JwksURI, RequirePAR: input.RequirePar, FAPI2: input.Fapi2})
 		return err
 	})
-	return out, portalError(err)
+	if err != nil {
+		return nil, portalError(err)
+	}
+	r.Apps.Refresh(changed)
+	return appModel(*changed), nil
 }
 
 // UpdateTenantName is the resolver for the updateTenantName field.
@@ -82,6 +98,26 @@ func (r *mutationResolver) UpdateTenantName(ctx context.Context, tenantID uuid.U
 		return nil, portalError(err)
 	}
 	return r.Query().Tenant(ctx, tenantID)
+}
+
+// DeleteApp is the resolver for the deleteApp field.
+func (r *mutationResolver) DeleteApp(ctx context.Context, tenantID uuid.UUID, appID uuid.UUID) (*model.DeleteAppPayload, error) {
+	var d *apps.Deleted
+	err := r.inTenant(ctx, tenantID, authz.AppsDelete, func(ctx context.Context, tx bun.Tx, actor string) error {
+		var err error
+		d, err = r.Apps.Delete(ctx, tx, tenantID, appID, actor)
+		return err
+	})
+	if err != nil {
+		return nil, portalError(err)
+	}
+	r.Apps.Forget(d)
+	out := &model.DeleteAppPayload{AppID: d.AppID, ClientID: d.ClientID,
+		FederationStatus: model.AppFederationStatus(strings.ToUpper(string(d.FederationStatus)))}
+	if d.EntityID != "" {
+		out.EntityID = &d.EntityID
+	}
+	return out, nil
 }
 
 // Tenant is the resolver for the tenant field.
@@ -129,7 +165,26 @@ func (r *tenantResolver) Apps(ctx context.Context, obj *model.Tenant, first *int
 	return conn, portalError(err)
 }
 
+// App is the resolver for the app field.
+func (r *tenantResolver) App(ctx context.Context, obj *model.Tenant, id uuid.UUID) (*model.App, error) {
+	var out *model.App
+	err := r.inTenant(ctx, obj.ID, authz.AppsRead, func(ctx context.Context, tx bun.Tx, _ string) error {
+		a, err := apps.Get(ctx, tx, obj.ID, id)
+		if err == nil {
+			out = appModel(*a)
+		}
+		return err
+	})
+	return out, portalError(err)
+}
+
+// App returns generated.AppResolver implementation.
+func (r *Resolver) App() generated.AppResolver { return &appResolver{r} }
+
 // Tenant returns generated.TenantResolver implementation.
 func (r *Resolver) Tenant() generated.TenantResolver { return &tenantResolver{r} }
 
-type tenantResolver struct{ *Resolver }
+type (
+	appResolver    struct{ *Resolver }
+	tenantResolver struct{ *Resolver }
+)

@@ -11,6 +11,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/azuma/mimoto/graph/model"
+	"github.com/azuma/mimoto/oidc/federation"
 	"github.com/azuma/mimoto/portal/apps"
 	"github.com/azuma/mimoto/portal/authz"
 	"github.com/azuma/mimoto/portal/billing"
@@ -75,8 +76,32 @@ func portalError(err error) error {
 }
 
 func appModel(a apps.App) *model.App {
-	return &model.App{ID: a.ID, Name: a.Name, ClientID: a.ClientID, RedirectUris: a.RedirectURIs, Scopes: a.Scopes,
+	m := &model.App{ID: a.ID, TenantID: a.TenantID, Name: a.Name, ClientID: a.ClientID, RedirectUris: a.RedirectURIs, Scopes: a.Scopes,
 		AuthMethod: model.AuthMethod(strings.ToUpper(a.AuthMethod)), RequirePar: a.RequirePAR, Fapi2: a.FAPI2}
+	if a.JWKSURI != "" {
+		m.JwksURI = &a.JWKSURI
+	}
+	return m
+}
+
+func appFederationModel(v *federation.AppView) *model.AppFederation {
+	if v == nil {
+		return nil
+	}
+	opt := func(s string) *string {
+		if s == "" {
+			return nil
+		}
+		return &s
+	}
+	m := &model.AppFederation{EntityID: opt(v.EntityID), StatementURL: opt(v.StatementURL),
+		Status:     model.AppFederationStatus(strings.ToUpper(string(v.Status))),
+		StatusNote: opt(v.StatusNote), StatusChangedAt: v.StatusChangedAt,
+		EntityKeyID: opt(v.EntityKeyID), EncryptionKeyID: opt(v.EncryptionKeyID)}
+	if v.TLS != nil {
+		m.TLSCertificate = &model.AppCertificate{KeyID: v.TLS.KID, Sha256Fingerprint: v.TLS.SHA256Fingerprint, NotAfter: v.TLS.NotAfter}
+	}
+	return m
 }
 
 func deref(s *string) string {

@@ -34,7 +34,7 @@ func (r *tenantResolver) Usage(ctx context.Context, obj *model.Tenant, from *str
 	err = r.inTenant(ctx, obj.ID, authz.BillingRead, func(ctx context.Context, tx bun.Tx, _ string) error {
 		months, err := billing.Usage(ctx, tx, obj.ID, fromT, toT)
 		for _, m := range months {
-			out = append(out, model.UsageMonth{Month: m.Month, AppID: m.AppID, AppName: m.AppName, Logins: m.Logins, DistinctUsers: m.DistinctUsers})
+			out = append(out, model.UsageMonth{Month: m.Month, AppID: m.AppID, AppName: m.AppName, AppDeleted: m.AppDeleted, Logins: m.Logins, DistinctUsers: m.DistinctUsers})
 		}
 		return err
 	})

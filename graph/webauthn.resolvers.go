@@ -59,6 +59,9 @@ func (r *mutationResolver) FinishPasskeyRegistration(ctx context.Context, name s
 
 // StartPasskeySignIn is the resolver for the startPasskeySignIn field.
 func (r *mutationResolver) StartPasskeySignIn(ctx context.Context) (string, error) {
+	if err := r.throttle(ctx, "start_passkey_sign_in"); err != nil {
+		return "", err
+	}
 	sess, err := session(ctx, false)
 	if err != nil {
 		return "", err
@@ -73,6 +76,9 @@ func (r *mutationResolver) StartPasskeySignIn(ctx context.Context) (string, erro
 
 // FinishPasskeySignIn is the resolver for the finishPasskeySignIn field.
 func (r *mutationResolver) FinishPasskeySignIn(ctx context.Context, response string) (*model.LoginResult, error) {
+	if err := r.throttle(ctx, "finish_passkey_sign_in"); err != nil {
+		return nil, err
+	}
 	sess, err := session(ctx, false)
 	if err != nil {
 		return nil, err

@@ -137,14 +137,15 @@ func runService(ctx context.Context, s service) error {
 	public.HandleFunc("/", notFound)
 	app.mount(public)
 	srv, err := httpserver.New(httpserver.Config{
-		PublicAddr:    s.cfg.PublicAddr,
-		Public:        public,
-		AdminAddr:     s.cfg.AdminAddr,
-		Admin:         app.adminMux(httpserver.NewAdminMux(ready, reg)),
-		ChallengeAddr: s.cfg.TLS.HTTPAddr,
-		TLS:           tlsOptions(s.cfg),
-		Logger:        s.log,
-		Metrics:       metrics,
+		PublicAddr:     s.cfg.PublicAddr,
+		Public:         public,
+		AdminAddr:      s.cfg.AdminAddr,
+		Admin:          app.adminMux(httpserver.NewAdminMux(ready, reg)),
+		ChallengeAddr:  s.cfg.TLS.HTTPAddr,
+		TLS:            tlsOptions(s.cfg),
+		TrustedProxies: s.cfg.TrustedProxyPrefixes,
+		Logger:         s.log,
+		Metrics:        metrics,
 	})
 	if err != nil {
 		return usageError{err}

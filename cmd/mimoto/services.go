@@ -18,6 +18,7 @@ import (
 	"github.com/azuma/mimoto/db"
 	"github.com/azuma/mimoto/db/keyring"
 	"github.com/azuma/mimoto/graph"
+	"github.com/azuma/mimoto/internal/httpserver"
 	"github.com/azuma/mimoto/internal/secret"
 	"github.com/azuma/mimoto/jobs"
 	"github.com/azuma/mimoto/mail"
@@ -147,7 +148,10 @@ func newAppServices(s service, database *db.DB, fed *federationSetup) (*appServi
 	}
 	// Apps created in the portal get their federation entity when a federation is
 	// configured (app.entities is set above).
-	app.graphql = graph.Handler(&graph.Resolver{DB: database, Auth: app.portal, Registration: reg, Apps: apps.New(secrets, app.entities),
+	// The portal clears the provider's cached client when it changes or deletes an
+	// app (SetClientCache below, once the provider exists).
+	appsSvc := apps.New(secrets, app.entities)
+	app.graphql = graph.Handler(&graph.Resolver{DB: database, Auth: app.portal, Throttle: newThrottle(s, database), Registration: reg, Apps: appsSvc,
 		Members:   members.New(database, members.Config{BaseURL: strings.TrimSuffix(s.issuer, "/")}),
 		Operators: operator.New(database), Deletion: deletions, Passkeys: passkeys},
 		graph.Options{SecureCookies: strings.HasPrefix(s.issuer, "https://"), Logger: s.log})
@@ -159,6 +163,7 @@ func newAppServices(s service, database *db.DB, fed *federationSetup) (*appServi
 	if err != nil {
 		return nil, err
 	}
+	appsSvc.SetClientCache(app.provider)
 	workers := river.NewWorkers()
 	river.AddWorker(workers, &jobs.SweepWorker{DB: database})
 	river.AddWorker(workers, jobs.NewSigningKeyRotationWorker(keys))
@@ -207,6 +212,26 @@ func newPasskeys(s service, database *db.DB, app *appServices) (*passkey.Service
 		return nil, nil
 	}
 	return passkey.New(database, app.portal, app.accounts, passkey.Config{RPID: rpID, Origins: []string{origin}})
+}
+
+// newThrottle is the process's one per-address limit of the portal's guessing
+// surfaces (portal.throttle_*); nil when portal.throttle_burst is 0. Addresses are
+// the clients as httpserver.ClientAddr resolves them: behind a TLS-terminating proxy
+// that is not listed in trusted_proxies every client shares the proxy's budget,
+// which start warns about.
+func newThrottle(s service, database *db.DB) *auth.Throttle {
+	p := s.cfg.Portal
+	if p.ThrottleBurst == 0 {
+		s.log.Warn("the portal's per-address throttling is off (portal.throttle_burst=0); the per-account lockout remains")
+		return nil
+	}
+	if s.cfg.TLS.Mode == string(httpserver.TLSModeProxy) && len(s.cfg.TrustedProxyPrefixes) == 0 {
+		s.log.Warn("tls.mode=proxy without trusted_proxies: the portal's per-address throttling sees the proxy's address, so all clients behind it share one budget; list the proxy in trusted_proxies",
+			"burst", p.ThrottleBurst, "interval", p.ThrottleInterval.String())
+	}
+	return auth.NewThrottle(database, account.NewLimiter(account.LimiterConfig{
+		Burst: p.ThrottleBurst, Interval: p.ThrottleInterval, IPv4Prefix: p.ThrottleIPv4Prefix, IPv6Prefix: p.ThrottleIPv6Prefix,
+	}), s.log)
 }
 
 func newSecretHasher(kek *keyring.KEK) (*provider.SecretHasher, error) {

@@ -25,6 +25,121 @@ import (
 
 // region    **************************** field.gotpl *****************************
 
+func (ec *executionContext) _OperatorAppFederation_appId(ctx context.Context, field graphql.CollectedField, obj *model.OperatorAppFederation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_OperatorAppFederation_appId(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.AppID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v uuid.UUID) graphql.Marshaler {
+			return ec.marshalNID2githubᚗcomᚋgoogleᚋuuidᚐUUID(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_OperatorAppFederation_appId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("OperatorAppFederation", field, false, false, "ID")
+}
+
+func (ec *executionContext) _OperatorAppFederation_tenantId(ctx context.Context, field graphql.CollectedField, obj *model.OperatorAppFederation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_OperatorAppFederation_tenantId(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TenantID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v uuid.UUID) graphql.Marshaler {
+			return ec.marshalNID2githubᚗcomᚋgoogleᚋuuidᚐUUID(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_OperatorAppFederation_tenantId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("OperatorAppFederation", field, false, false, "ID")
+}
+
+func (ec *executionContext) _OperatorAppFederation_status(ctx context.Context, field graphql.CollectedField, obj *model.OperatorAppFederation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_OperatorAppFederation_status(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Status, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.AppFederationStatus) graphql.Marshaler {
+			return ec.marshalNAppFederationStatus2githubᚗcomᚋazumaᚋmimotoᚋgraphᚋmodelᚐAppFederationStatus(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_OperatorAppFederation_status(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("OperatorAppFederation", field, false, false, "AppFederationStatus")
+}
+
+func (ec *executionContext) _OperatorAppFederation_note(ctx context.Context, field graphql.CollectedField, obj *model.OperatorAppFederation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_OperatorAppFederation_note(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Note, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_OperatorAppFederation_note(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("OperatorAppFederation", field, false, false, "String")
+}
+
+func (ec *executionContext) _OperatorAppFederation_changedAt(ctx context.Context, field graphql.CollectedField, obj *model.OperatorAppFederation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_OperatorAppFederation_changedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ChangedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_OperatorAppFederation_changedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("OperatorAppFederation", field, false, false, "Time")
+}
+
 func (ec *executionContext) _OperatorTenant_id(ctx context.Context, field graphql.CollectedField, obj *model.OperatorTenant) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -343,6 +458,59 @@ func UnmarshalTenantContractInput(ctx context.Context, raw any) (model.TenantCon
 
 // region    **************************** object.gotpl ****************************
 
+var operatorAppFederationImplementors = []string{"OperatorAppFederation"}
+
+func (ec *executionContext) _OperatorAppFederation(ctx context.Context, sel ast.SelectionSet, obj *model.OperatorAppFederation) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, operatorAppFederationImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("OperatorAppFederation")
+		case "appId":
+			out.Values[i] = ec._OperatorAppFederation_appId(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "tenantId":
+			out.Values[i] = ec._OperatorAppFederation_tenantId(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "status":
+			out.Values[i] = ec._OperatorAppFederation_status(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "note":
+			out.Values[i] = ec._OperatorAppFederation_note(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "changedAt":
+			out.Values[i] = ec._OperatorAppFederation_changedAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var operatorTenantImplementors = []string{"OperatorTenant"}
 
 func (ec *executionContext) _OperatorTenant(ctx context.Context, sel ast.SelectionSet, obj *model.OperatorTenant) graphql.Marshaler {
@@ -480,6 +648,14 @@ func (ec *executionContext) _OperatorTenantEdge(ctx context.Context, sel ast.Sel
 // endregion **************************** object.gotpl ****************************
 
 // region    ***************************** type.gotpl *****************************
+
+func (ec *executionContext) marshalNOperatorAppFederation2ᚖgithubᚗcomᚋazumaᚋmimotoᚋgraphᚋmodelᚐOperatorAppFederation(ctx context.Context, sel ast.SelectionSet, v *model.OperatorAppFederation) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "OperatorAppFederation!")
+		return graphql.Null
+	}
+	return ec._OperatorAppFederation(ctx, sel, v)
+}
 
 func (ec *executionContext) marshalNOperatorTenant2ᚖgithubᚗcomᚋazumaᚋmimotoᚋgraphᚋmodelᚐOperatorTenant(ctx context.Context, sel ast.SelectionSet, v *model.OperatorTenant) graphql.Marshaler {
 	if v == nil {

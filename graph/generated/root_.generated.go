@@ -24,6 +24,7 @@ type Config = graphql.Config[ResolverRoot, DirectiveRoot, ComplexityRoot]
 
 type ResolverRoot interface {
 	Account() AccountResolver
+	App() AppResolver
 	Mutation() MutationResolver
 	Query() QueryResolver
 	Tenant() TenantResolver
@@ -47,11 +48,19 @@ type ComplexityRoot struct {
 		AuthMethod   func(childComplexity int) int
 		ClientID     func(childComplexity int) int
 		Fapi2        func(childComplexity int) int
+		Federation   func(childComplexity int) int
 		ID           func(childComplexity int) int
+		JwksURI      func(childComplexity int) int
 		Name         func(childComplexity int) int
 		RedirectUris func(childComplexity int) int
 		RequirePar   func(childComplexity int) int
 		Scopes       func(childComplexity int) int
+	}
+
+	AppCertificate struct {
+		KeyID             func(childComplexity int) int
+		NotAfter          func(childComplexity int) int
+		Sha256Fingerprint func(childComplexity int) int
 	}
 
 	AppConnection struct {
@@ -62,6 +71,17 @@ type ComplexityRoot struct {
 	AppEdge struct {
 		Cursor func(childComplexity int) int
 		Node   func(childComplexity int) int
+	}
+
+	AppFederation struct {
+		EncryptionKeyID func(childComplexity int) int
+		EntityID        func(childComplexity int) int
+		EntityKeyID     func(childComplexity int) int
+		StatementURL    func(childComplexity int) int
+		Status          func(childComplexity int) int
+		StatusChangedAt func(childComplexity int) int
+		StatusNote      func(childComplexity int) int
+		TLSCertificate  func(childComplexity int) int
 	}
 
 	AuditEvent struct {
@@ -87,6 +107,13 @@ type ComplexityRoot struct {
 	CreateAppPayload struct {
 		App          func(childComplexity int) int
 		ClientSecret func(childComplexity int) int
+	}
+
+	DeleteAppPayload struct {
+		AppID            func(childComplexity int) int
+		ClientID         func(childComplexity int) int
+		EntityID         func(childComplexity int) int
+		FederationStatus func(childComplexity int) int
 	}
 
 	DeletionRequest struct {
@@ -132,8 +159,10 @@ type ComplexityRoot struct {
 
 	Mutation struct {
 		AcceptInvitation          func(childComplexity int, token string) int
+		ChangePassword            func(childComplexity int, currentPassword string, newPassword string) int
 		ConfirmTOTPEnrolment      func(childComplexity int, code string) int
 		CreateApp                 func(childComplexity int, tenantID uuid.UUID, input model.CreateAppInput) int
+		DeleteApp                 func(childComplexity int, tenantID uuid.UUID, appID uuid.UUID) int
 		FileDeletionRequest       func(childComplexity int, tenantID uuid.UUID, input model.FileDeletionRequestInput) int
 		FinishPasskeyRegistration func(childComplexity int, name string, response string) int
 		FinishPasskeySignIn       func(childComplexity int, response string) int
@@ -145,6 +174,7 @@ type ComplexityRoot struct {
 		RemovePasskey             func(childComplexity int, id uuid.UUID) int
 		RenamePasskey             func(childComplexity int, id uuid.UUID, name string) int
 		RotateAppSecret           func(childComplexity int, tenantID uuid.UUID, appID uuid.UUID) int
+		SetAppFederationStatus    func(childComplexity int, appID uuid.UUID, status model.AppFederationStatus, note *string) int
 		SetMemberRoles            func(childComplexity int, tenantID uuid.UUID, accountID uuid.UUID, roles []model.Role) int
 		SetTenantContract         func(childComplexity int, tenantID uuid.UUID, input model.TenantContractInput) int
 		SetTenantStatus           func(childComplexity int, tenantID uuid.UUID, status model.TenantStatus) int
@@ -155,6 +185,14 @@ type ComplexityRoot struct {
 		UpdateTenantName          func(childComplexity int, tenantID uuid.UUID, name string) int
 		VerifyEmail               func(childComplexity int, token string) int
 		VerifySecondFactor        func(childComplexity int, code string) int
+	}
+
+	OperatorAppFederation struct {
+		AppID     func(childComplexity int) int
+		ChangedAt func(childComplexity int) int
+		Note      func(childComplexity int) int
+		Status    func(childComplexity int) int
+		TenantID  func(childComplexity int) int
 	}
 
 	OperatorTenant struct {
@@ -211,6 +249,7 @@ type ComplexityRoot struct {
 	}
 
 	Tenant struct {
+		App              func(childComplexity int, id uuid.UUID) int
 		Apps             func(childComplexity int, first *int, after *string) int
 		AuditEvents      func(childComplexity int, first *int, after *string, action *string, outcome *model.AuditOutcome) int
 		ContractEnd      func(childComplexity int) int
@@ -224,6 +263,7 @@ type ComplexityRoot struct {
 	}
 
 	UsageMonth struct {
+		AppDeleted    func(childComplexity int) int
 		AppID         func(childComplexity int) int
 		AppName       func(childComplexity int) int
 		DistinctUsers func(childComplexity int) int
@@ -307,12 +347,24 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.App.Fapi2(childComplexity), true
+	case "App.federation":
+		if e.ComplexityRoot.App.Federation == nil {
+			break
+		}
+
+		return e.ComplexityRoot.App.Federation(childComplexity), true
 	case "App.id":
 		if e.ComplexityRoot.App.ID == nil {
 			break
 		}
 
 		return e.ComplexityRoot.App.ID(childComplexity), true
+	case "App.jwksUri":
+		if e.ComplexityRoot.App.JwksURI == nil {
+			break
+		}
+
+		return e.ComplexityRoot.App.JwksURI(childComplexity), true
 	case "App.name":
 		if e.ComplexityRoot.App.Name == nil {
 			break
@@ -337,6 +389,25 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.App.Scopes(childComplexity), true
+
+	case "AppCertificate.keyId":
+		if e.ComplexityRoot.AppCertificate.KeyID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AppCertificate.KeyID(childComplexity), true
+	case "AppCertificate.notAfter":
+		if e.ComplexityRoot.AppCertificate.NotAfter == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AppCertificate.NotAfter(childComplexity), true
+	case "AppCertificate.sha256Fingerprint":
+		if e.ComplexityRoot.AppCertificate.Sha256Fingerprint == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AppCertificate.Sha256Fingerprint(childComplexity), true
 
 	case "AppConnection.edges":
 		if e.ComplexityRoot.AppConnection.Edges == nil {
@@ -363,6 +434,55 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.AppEdge.Node(childComplexity), true
+
+	case "AppFederation.encryptionKeyId":
+		if e.ComplexityRoot.AppFederation.EncryptionKeyID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AppFederation.EncryptionKeyID(childComplexity), true
+	case "AppFederation.entityId":
+		if e.ComplexityRoot.AppFederation.EntityID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AppFederation.EntityID(childComplexity), true
+	case "AppFederation.entityKeyId":
+		if e.ComplexityRoot.AppFederation.EntityKeyID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AppFederation.EntityKeyID(childComplexity), true
+	case "AppFederation.statementUrl":
+		if e.ComplexityRoot.AppFederation.StatementURL == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AppFederation.StatementURL(childComplexity), true
+	case "AppFederation.status":
+		if e.ComplexityRoot.AppFederation.Status == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AppFederation.Status(childComplexity), true
+	case "AppFederation.statusChangedAt":
+		if e.ComplexityRoot.AppFederation.StatusChangedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AppFederation.StatusChangedAt(childComplexity), true
+	case "AppFederation.statusNote":
+		if e.ComplexityRoot.AppFederation.StatusNote == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AppFederation.StatusNote(childComplexity), true
+	case "AppFederation.tlsCertificate":
+		if e.ComplexityRoot.AppFederation.TLSCertificate == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AppFederation.TLSCertificate(childComplexity), true
 
 	case "AuditEvent.action":
 		if e.ComplexityRoot.AuditEvent.Action == nil {
@@ -445,6 +565,31 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.CreateAppPayload.ClientSecret(childComplexity), true
+
+	case "DeleteAppPayload.appId":
+		if e.ComplexityRoot.DeleteAppPayload.AppID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DeleteAppPayload.AppID(childComplexity), true
+	case "DeleteAppPayload.clientId":
+		if e.ComplexityRoot.DeleteAppPayload.ClientID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DeleteAppPayload.ClientID(childComplexity), true
+	case "DeleteAppPayload.entityId":
+		if e.ComplexityRoot.DeleteAppPayload.EntityID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DeleteAppPayload.EntityID(childComplexity), true
+	case "DeleteAppPayload.federationStatus":
+		if e.ComplexityRoot.DeleteAppPayload.FederationStatus == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DeleteAppPayload.FederationStatus(childComplexity), true
 
 	case "DeletionRequest.appId":
 		if e.ComplexityRoot.DeletionRequest.AppID == nil {
@@ -601,6 +746,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.AcceptInvitation(childComplexity, args["token"].(string)), true
+	case "Mutation.changePassword":
+		if e.ComplexityRoot.Mutation.ChangePassword == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_changePassword_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.ChangePassword(childComplexity, args["currentPassword"].(string), args["newPassword"].(string)), true
 	case "Mutation.confirmTOTPEnrolment":
 		if e.ComplexityRoot.Mutation.ConfirmTOTPEnrolment == nil {
 			break
@@ -623,6 +779,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.CreateApp(childComplexity, args["tenantId"].(uuid.UUID), args["input"].(model.CreateAppInput)), true
+	case "Mutation.deleteApp":
+		if e.ComplexityRoot.Mutation.DeleteApp == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_deleteApp_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.DeleteApp(childComplexity, args["tenantId"].(uuid.UUID), args["appId"].(uuid.UUID)), true
 	case "Mutation.fileDeletionRequest":
 		if e.ComplexityRoot.Mutation.FileDeletionRequest == nil {
 			break
@@ -739,6 +906,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.RotateAppSecret(childComplexity, args["tenantId"].(uuid.UUID), args["appId"].(uuid.UUID)), true
+	case "Mutation.setAppFederationStatus":
+		if e.ComplexityRoot.Mutation.SetAppFederationStatus == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_setAppFederationStatus_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.SetAppFederationStatus(childComplexity, args["appId"].(uuid.UUID), args["status"].(model.AppFederationStatus), args["note"].(*string)), true
 	case "Mutation.setMemberRoles":
 		if e.ComplexityRoot.Mutation.SetMemberRoles == nil {
 			break
@@ -834,6 +1012,37 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.VerifySecondFactor(childComplexity, args["code"].(string)), true
+
+	case "OperatorAppFederation.appId":
+		if e.ComplexityRoot.OperatorAppFederation.AppID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OperatorAppFederation.AppID(childComplexity), true
+	case "OperatorAppFederation.changedAt":
+		if e.ComplexityRoot.OperatorAppFederation.ChangedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OperatorAppFederation.ChangedAt(childComplexity), true
+	case "OperatorAppFederation.note":
+		if e.ComplexityRoot.OperatorAppFederation.Note == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OperatorAppFederation.Note(childComplexity), true
+	case "OperatorAppFederation.status":
+		if e.ComplexityRoot.OperatorAppFederation.Status == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OperatorAppFederation.Status(childComplexity), true
+	case "OperatorAppFederation.tenantId":
+		if e.ComplexityRoot.OperatorAppFederation.TenantID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OperatorAppFederation.TenantID(childComplexity), true
 
 	case "OperatorTenant.contractEnd":
 		if e.ComplexityRoot.OperatorTenant.ContractEnd == nil {
@@ -1010,6 +1219,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.TOTPEnrolment.URI(childComplexity), true
 
+	case "Tenant.app":
+		if e.ComplexityRoot.Tenant.App == nil {
+			break
+		}
+
+		args, err := ec.field_Tenant_app_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Tenant.App(childComplexity, args["id"].(uuid.UUID)), true
 	case "Tenant.apps":
 		if e.ComplexityRoot.Tenant.Apps == nil {
 			break
@@ -1091,6 +1311,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.Tenant.Usage(childComplexity, args["from"].(*string), args["to"].(*string)), true
 
+	case "UsageMonth.appDeleted":
+		if e.ComplexityRoot.UsageMonth.AppDeleted == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageMonth.AppDeleted(childComplexity), true
 	case "UsageMonth.appId":
 		if e.ComplexityRoot.UsageMonth.AppID == nil {
 			break
@@ -1272,10 +1498,15 @@ type Query {
 type Mutation {
   """
   First step of signing in. Sets the session cookie. Wrong credentials and locked
-  accounts answer UNAUTHENTICATED without saying which.
+  accounts answer UNAUTHENTICATED without saying which. Too many attempts from the
+  client's address answer RATE_LIMITED with extensions.retryAfterSeconds, before
+  the password is even looked at.
   """
   login(email: String!, password: String!): LoginResult!
-  "Second step: a TOTP code (or a recovery code) completes the session."
+  """
+  Second step: a TOTP code (or a recovery code) completes the session. Throttled
+  per address like login (RATE_LIMITED).
+  """
   verifySecondFactor(code: String!): LoginResult!
   "Starts TOTP enrolment for an account that has none (after the password step)."
   startTOTPEnrolment: TOTPEnrolment!
@@ -1283,6 +1514,21 @@ type Mutation {
   confirmTOTPEnrolment(code: String!): [String!]!
   "Ends the session."
   logout: Boolean!
+  """
+  Changes the signed-in account's password (needs a full session). A wrong
+  currentPassword answers BAD_USER_INPUT with extensions.field = "currentPassword"
+  and counts toward the account's lockout like a failed sign-in; a locked account
+  gets the same field with the lockout's end in the message. A newPassword that
+  breaks the password policy (TOM §2) answers BAD_USER_INPUT with
+  extensions.field = "newPassword", extensions.rules (as for register) and
+  extensions.minLength; one equal to the current password is refused too.
+
+  On success every other session of the account is signed out, and this session
+  is replaced: the response sets a new session cookie and the old token no longer
+  works (the session's 12-hour limit is kept). Throttled per address like login
+  (RATE_LIMITED).
+  """
+  changePassword(currentPassword: String!, newPassword: String!): Boolean!
 }
 `, BuiltIn: false},
 	{Name: "../schema/compliance.graphqls", Input: `# Data subjects' rights (TOM §8, GDPR Art. 17): deletion requests for the
@@ -1399,7 +1645,10 @@ extend type Tenant {
 extend type Mutation {
   "Invites someone by e-mail with roles; only an owner may grant OWNER. The link goes by e-mail only."
   inviteMember(tenantId: ID!, email: String!, roles: [Role!]!): Boolean!
-  "Accepts an invitation (signed in, with the invited, verified address). Returns the tenant's id."
+  """
+  Accepts an invitation (signed in, with the invited, verified address). Returns
+  the tenant's id. Throttled per address like login (RATE_LIMITED).
+  """
   acceptInvitation(token: String!): ID!
   "Replaces a member's roles; the tenant keeps at least one owner."
   setMemberRoles(tenantId: ID!, accountId: ID!, roles: [Role!]!): Boolean!
@@ -1447,6 +1696,23 @@ type OperatorTenantEdge {
   node: OperatorTenant!
 }
 
+"""
+An app's registration status as a platform operator sets it: the ids and the status,
+nothing else of the app.
+"""
+type OperatorAppFederation {
+  "The app's id."
+  appId: ID!
+  "The app's tenant."
+  tenantId: ID!
+  "Where the registration with gematik stands."
+  status: AppFederationStatus!
+  "The note on the last change; shown to the tenant."
+  note: String
+  "When the status last changed; null while it never has."
+  changedAt: Time
+}
+
 "A tenant's contract dates, replaced as a whole."
 input TenantContractInput {
   "Contract start (YYYY-MM-DD)."
@@ -1483,6 +1749,24 @@ extend type Mutation {
   before the start. Recorded like setTenantStatus (tenant.contract_change).
   """
   setTenantContract(tenantId: ID!, input: TenantContractInput!): OperatorTenant!
+  """
+  Platform operators only: records where an app's registration in the GesundheitsID
+  federation stands (the registration at gematik is out of band; see
+  docs/federation-registration.md). Any status may follow any other. The note (at
+  most 500 printable characters, no personal data) is shown to the tenant. Recorded
+  in the platform trail and in the tenant's own audit trail
+  (app.federation_status_change); setting the same status and note again records
+  nothing there. NOT_FOUND for an unknown app, FORBIDDEN for everyone but operators
+  (tenant owners included), BAD_USER_INPUT (field note) for a bad note.
+  """
+  setAppFederationStatus(
+    "The app's id."
+    appId: ID!
+    "The new status."
+    status: AppFederationStatus!
+    "Optional note, e.g. gematik's ticket number."
+    note: String
+  ): OperatorAppFederation!
 }
 `, BuiltIn: false},
 	{Name: "../schema/registration.graphqls", Input: `"What a prospective customer enters to register (company + first owner)."
@@ -1513,20 +1797,23 @@ extend type Mutation {
   Self-service registration: creates the tenant (trial), the owner account and sends
   a verification link valid for 24 hours. An address that already has an account
   gets the same answer (and a mail saying so). Bad input answers BAD_USER_INPUT
-  with extensions.field (companyName, email, displayName, password).
+  with extensions.field (companyName, email, displayName, password). Too many
+  attempts from the client's address answer RATE_LIMITED (see login).
   """
   register(input: RegisterInput!): RegisterResult!
   """
   Confirms the e-mail address with the token from the verification link (single
   use, 24 hours). An invalid, used or expired token answers BAD_USER_INPUT with
-  extensions.field = "token".
+  extensions.field = "token". Throttled per address like login (RATE_LIMITED).
   """
   verifyEmail(token: String!): Boolean!
 }
 `, BuiltIn: false},
 	{Name: "../schema/tenant.graphqls", Input: `"A customer (the controller) with its contract and apps."
 type Tenant {
+  "The tenant's id."
   id: ID!
+  "The customer's company name (updateTenantName)."
   name: String!
   """
   The contract's status. Only platform operators change it (setTenantStatus); the
@@ -1537,8 +1824,18 @@ type Tenant {
   contractStart: String!
   "Contract end (YYYY-MM-DD), if any; set by platform operators. The meta data is deleted after it."
   contractEnd: String
-  "The tenant's apps, oldest first (Relay connection)."
-  apps(first: Int = 20, after: String): AppConnection!
+  "The tenant's apps, oldest first (Relay connection). Roles with apps.read (owner, admin, developer, dpo, auditor)."
+  apps(
+    "Page size (1–100; default 20)."
+    first: Int = 20
+    "Continue behind this cursor (from pageInfo.endCursor)."
+    after: String
+  ): AppConnection!
+  """
+  One of the tenant's apps. Roles with apps.read. NOT_FOUND for an unknown id and for
+  another tenant's app.
+  """
+  app("The app's id." id: ID!): App!
 }
 
 "A tenant's contract status."
@@ -1555,92 +1852,228 @@ enum TenantStatus {
 
 "An app: one OIDC client of the tenant, and one GesundheitsID federation entity."
 type App {
+  "The app's id."
   id: ID!
+  "The app's name; the insured person sees it at the IdP (client_name of its entity statement)."
   name: String!
+  "The app's OAuth client_id toward mimoto (generated)."
   clientId: String!
   "Exact redirect URIs (https, or http on loopback)."
   redirectUris: [String!]!
   "GesundheitsID scopes the app may request (openid included)."
   scopes: [String!]!
+  "How the app authenticates at /par and /token; fixed at creation."
   authMethod: AuthMethod!
+  """
+  For PRIVATE_KEY_JWT apps that reference their keys: the https URL where mimoto
+  fetches the app's public keys (JWKS). Null when the keys are registered inline
+  (jwks) or the app uses another method.
+  """
+  jwksUri: String
+  "Authorization requests must come through PAR (/par); always true with fapi2."
   requirePar: Boolean!
   "FAPI 2.0 Security Profile: PAR and private_key_jwt."
   fapi2: Boolean!
+  """
+  The app's entity in the GesundheitsID federation: entity id, entity statement URL,
+  keys, certificate and the registration status with gematik. Null when this
+  installation has no federation configured.
+  """
+  federation: AppFederation
 }
 
+"How an app authenticates at mimoto's /par and /token endpoints."
 enum AuthMethod {
+  "A client assertion signed with the app's key (recommended; required for FAPI 2.0). Keys inline (jwks) or by jwksUri."
   PRIVATE_KEY_JWT
+  "A secret generated by mimoto, sent as HTTP Basic auth."
   CLIENT_SECRET_BASIC
+  "A public client without authentication (PKCE protects the code)."
   NONE
 }
 
+"""
+The app as an entity ("Fachdienst") of the GesundheitsID federation. All values are
+public; docs/federation-registration.md explains what to send to gematik.
+"""
+type AppFederation {
+  "The app's entity id, also its client_id toward the IdPs. Null until its federation keys exist."
+  entityId: String
+  "Where the app's self-signed entity statement is served: the entity id + /.well-known/openid-federation."
+  statementUrl: String
+  "Where the app's registration with gematik stands. Set by platform operators."
+  status: AppFederationStatus!
+  "The platform operator's note on the last status change (e.g. a ticket number)."
+  statusNote: String
+  "When the status last changed; null while it never has."
+  statusChangedAt: Time
+  "Key id of the entity key that signs the statement (the key the federation master vouches for)."
+  entityKeyId: String
+  "Key id of the active encryption key (the IdPs encrypt ID tokens to it; rotated every 90 days)."
+  encryptionKeyId: String
+  "The app's active mTLS client certificate toward the IdPs (renewed yearly)."
+  tlsCertificate: AppCertificate
+}
+
+"One of an app's self-signed mTLS certificates."
+type AppCertificate {
+  "Key id of the certificate's key (the kid of its use: sig key in the statement)."
+  keyId: String!
+  "SHA-256 fingerprint of the DER certificate, upper-case hex pairs separated by colons."
+  sha256Fingerprint: String!
+  "End of the certificate's validity."
+  notAfter: Time!
+}
+
+"""
+Where an app's registration in the GesundheitsID federation stands. The registration
+at gematik is an out-of-band process run by the platform; platform operators record
+its progress (setAppFederationStatus), tenants read it.
+"""
+enum AppFederationStatus {
+  "Nothing sent to gematik yet (every new app)."
+  NOT_SUBMITTED
+  "The registration data went to gematik; no confirmation yet."
+  SUBMITTED
+  "gematik's federation master vouches for the entity: IdPs accept the app."
+  REGISTERED
+  "gematik removed the entity, or the registration was withdrawn."
+  REVOKED
+}
+
+"A page of apps (Relay connection)."
 type AppConnection {
+  "The apps of this page."
   edges: [AppEdge!]!
+  "Whether more follow, and the cursor to ask for them."
   pageInfo: PageInfo!
 }
 
+"One app in a list."
 type AppEdge {
+  "Pass as ` + "`" + `after` + "`" + ` to continue behind this app."
   cursor: String!
+  "The app."
   node: App!
 }
 
+"Where a page of a Relay connection ends."
 type PageInfo {
+  "Whether more items follow."
   hasNextPage: Boolean!
+  "The cursor of the page's last item; null for an empty page."
   endCursor: String
 }
 
+"A new app."
 input CreateAppInput {
+  "1 to 200 printable characters."
   name: String!
+  "1 to 20 exact redirect URIs: https, or http on loopback; no fragment."
   redirectUris: [String!]!
+  "openid and any of the GesundheitsID scopes (urn:telematik:*)."
   scopes: [String!]!
+  "How the app authenticates; cannot be changed later."
   authMethod: AuthMethod!
-  "For PRIVATE_KEY_JWT: the app's public keys as a JSON Web Key Set."
+  "For PRIVATE_KEY_JWT: the app's public keys as a JSON Web Key Set (each key with a kid). Not together with jwksUri."
   jwks: String
+  """
+  For PRIVATE_KEY_JWT: an https URL where mimoto fetches the app's public keys instead
+  (no user info or fragment, not localhost or a private address; at most 2000
+  characters). Not together with jwks. BAD_USER_INPUT (field jwksUri) otherwise.
+  """
+  jwksUri: String
+  "Require PAR for authorization requests."
   requirePar: Boolean = false
+  "FAPI 2.0 Security Profile (implies requirePar; needs PRIVATE_KEY_JWT)."
   fapi2: Boolean = false
 }
 
+"The new app, with its secret if it has one."
 type CreateAppPayload {
+  "The app."
   app: App!
   "For CLIENT_SECRET_BASIC: the secret, shown this once."
   clientSecret: String
 }
 
+"What is left to know of a deleted app."
+type DeleteAppPayload {
+  "The deleted app's id."
+  appId: ID!
+  "Its client_id, refused from now on (invalid_client)."
+  clientId: String!
+  "Its retired federation entity id (never given to another app); null if it had none."
+  entityId: String
+  """
+  Its registration status at deletion. If SUBMITTED or REGISTERED, ask the platform
+  operator to have gematik remove the entity.
+  """
+  federationStatus: AppFederationStatus!
+}
+
 extend type Query {
   "A tenant the signed-in account is a member of; NOT_FOUND otherwise."
-  tenant(id: ID!): Tenant!
+  tenant("The tenant's id." id: ID!): Tenant!
 }
 
 extend type Mutation {
-  "Creates an app (roles owner, admin, developer)."
-  createApp(tenantId: ID!, input: CreateAppInput!): CreateAppPayload!
-  "Replaces a CLIENT_SECRET_BASIC app's secret; the new one is shown this once."
-  rotateAppSecret(tenantId: ID!, appId: ID!): String!
+  "Creates an app with its federation entity (roles owner, admin, developer)."
+  createApp("The tenant's id." tenantId: ID!, "The new app." input: CreateAppInput!): CreateAppPayload!
+  "Replaces a CLIENT_SECRET_BASIC app's secret; the new one is shown this once (roles owner, admin, developer)."
+  rotateAppSecret("The tenant's id." tenantId: ID!, "The app's id." appId: ID!): String!
 }
 
-"A change to an app; omitted fields stay as they are. The authentication method is fixed at creation."
+"""
+A change to an app; omitted fields stay as they are. The authentication method is
+fixed at creation. jwks and jwksUri replace each other: setting one removes the other;
+an empty string removes it (a PRIVATE_KEY_JWT app must keep one of them).
+"""
 input UpdateAppInput {
+  "1 to 200 printable characters."
   name: String
+  "The new exact redirect URIs (all of them)."
   redirectUris: [String!]
+  "The new scopes (all of them; openid included)."
   scopes: [String!]
+  "PRIVATE_KEY_JWT only: the app's public keys as a JSON Web Key Set."
   jwks: String
+  "PRIVATE_KEY_JWT only: an https URL of the app's public keys (rules as in CreateAppInput.jwksUri)."
+  jwksUri: String
+  "Require PAR for authorization requests."
   requirePar: Boolean
+  "FAPI 2.0 Security Profile (implies requirePar; needs PRIVATE_KEY_JWT)."
   fapi2: Boolean
 }
 
 extend type Mutation {
-  "Changes an app (roles owner, admin, developer). Clients see the change within seconds."
-  updateApp(tenantId: ID!, appId: ID!, input: UpdateAppInput!): App!
+  """
+  Changes an app (roles owner, admin, developer). Clients see the change within the
+  provider's client cache time (seconds); this instance at once.
+  """
+  updateApp("The tenant's id." tenantId: ID!, "The app's id." appId: ID!, "The change." input: UpdateAppInput!): App!
   "Renames the tenant (roles owner, admin)."
-  updateTenantName(tenantId: ID!, name: String!): Tenant!
+  updateTenantName("The tenant's id." tenantId: ID!, "1 to 200 characters." name: String!): Tenant!
+  """
+  Deletes an app (roles owner, admin): its configuration, secret, tokens, logins in
+  flight and federation entity (keys, certificate; its statement URL answers 404).
+  Its client_id is refused (invalid_client) at once. Its meta data (login events)
+  stays for billing until the contract ends, under the app's id and name in usage.
+  Audited as app.deleted. NOT_FOUND for an unknown app or another tenant's.
+  """
+  deleteApp("The tenant's id." tenantId: ID!, "The app's id." appId: ID!): DeleteAppPayload!
 }
 `, BuiltIn: false},
 	{Name: "../schema/usage.graphqls", Input: `"One app's usage in one calendar month (UTC), from the pseudonymised meta data."
 type UsageMonth {
   "YYYY-MM"
   month: String!
+  "The app's id (a deleted app's too: its meta data stays until the contract ends)."
   appId: ID!
+  "The app's name (a deleted app's last name)."
   appName: String!
+  "Whether the app has since been deleted (deleteApp)."
+  appDeleted: Boolean!
   "Completed logins."
   logins: Int!
   "Distinct insured persons, counted by their tenant-keyed pseudonym."
@@ -1728,7 +2161,8 @@ extend type Mutation {
   starts signing in with a passkey. Returns PublicKeyCredentialRequestOptionsJSON as
   a JSON text (for ` + "`" + `PublicKeyCredential.parseRequestOptionsFromJSON` + "`" + ` and
   ` + "`" + `navigator.credentials.get({publicKey})` + "`" + `), allowing the account's passkeys. An
-  account without passkeys answers BAD_USER_INPUT (use the TOTP code).
+  account without passkeys answers BAD_USER_INPUT (use the TOTP code). Throttled
+  per address like login (RATE_LIMITED).
   """
   startPasskeySignIn: String!
   """
@@ -1736,7 +2170,8 @@ extend type Mutation {
   PublicKeyCredential), like verifySecondFactor: the session becomes full. A refused
   answer (wrong challenge or signature, another account's passkey, a signature
   counter that did not grow, an expired challenge) answers UNAUTHENTICATED "invalid
-  credentials" and counts as a failed login (lockout).
+  credentials" and counts as a failed login (lockout). Throttled per address like
+  login (RATE_LIMITED).
   """
   finishPasskeySignIn(response: String!): LoginResult!
   "Renames one of the account's passkeys. NOT_FOUND for an unknown id."
@@ -1789,12 +2224,28 @@ func (ec *executionContext) childFields_App(ctx context.Context, field graphql.C
 		return ec.fieldContext_App_scopes(ctx, field)
 	case "authMethod":
 		return ec.fieldContext_App_authMethod(ctx, field)
+	case "jwksUri":
+		return ec.fieldContext_App_jwksUri(ctx, field)
 	case "requirePar":
 		return ec.fieldContext_App_requirePar(ctx, field)
 	case "fapi2":
 		return ec.fieldContext_App_fapi2(ctx, field)
+	case "federation":
+		return ec.fieldContext_App_federation(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type App", field.Name)
+}
+
+func (ec *executionContext) childFields_AppCertificate(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "keyId":
+		return ec.fieldContext_AppCertificate_keyId(ctx, field)
+	case "sha256Fingerprint":
+		return ec.fieldContext_AppCertificate_sha256Fingerprint(ctx, field)
+	case "notAfter":
+		return ec.fieldContext_AppCertificate_notAfter(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type AppCertificate", field.Name)
 }
 
 func (ec *executionContext) childFields_AppConnection(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -1815,6 +2266,28 @@ func (ec *executionContext) childFields_AppEdge(ctx context.Context, field graph
 		return ec.fieldContext_AppEdge_node(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type AppEdge", field.Name)
+}
+
+func (ec *executionContext) childFields_AppFederation(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "entityId":
+		return ec.fieldContext_AppFederation_entityId(ctx, field)
+	case "statementUrl":
+		return ec.fieldContext_AppFederation_statementUrl(ctx, field)
+	case "status":
+		return ec.fieldContext_AppFederation_status(ctx, field)
+	case "statusNote":
+		return ec.fieldContext_AppFederation_statusNote(ctx, field)
+	case "statusChangedAt":
+		return ec.fieldContext_AppFederation_statusChangedAt(ctx, field)
+	case "entityKeyId":
+		return ec.fieldContext_AppFederation_entityKeyId(ctx, field)
+	case "encryptionKeyId":
+		return ec.fieldContext_AppFederation_encryptionKeyId(ctx, field)
+	case "tlsCertificate":
+		return ec.fieldContext_AppFederation_tlsCertificate(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type AppFederation", field.Name)
 }
 
 func (ec *executionContext) childFields_AuditEvent(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -1865,6 +2338,20 @@ func (ec *executionContext) childFields_CreateAppPayload(ctx context.Context, fi
 		return ec.fieldContext_CreateAppPayload_clientSecret(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type CreateAppPayload", field.Name)
+}
+
+func (ec *executionContext) childFields_DeleteAppPayload(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "appId":
+		return ec.fieldContext_DeleteAppPayload_appId(ctx, field)
+	case "clientId":
+		return ec.fieldContext_DeleteAppPayload_clientId(ctx, field)
+	case "entityId":
+		return ec.fieldContext_DeleteAppPayload_entityId(ctx, field)
+	case "federationStatus":
+		return ec.fieldContext_DeleteAppPayload_federationStatus(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type DeleteAppPayload", field.Name)
 }
 
 func (ec *executionContext) childFields_DeletionRequest(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -1947,6 +2434,22 @@ func (ec *executionContext) childFields_Membership(ctx context.Context, field gr
 		return ec.fieldContext_Membership_roles(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type Membership", field.Name)
+}
+
+func (ec *executionContext) childFields_OperatorAppFederation(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "appId":
+		return ec.fieldContext_OperatorAppFederation_appId(ctx, field)
+	case "tenantId":
+		return ec.fieldContext_OperatorAppFederation_tenantId(ctx, field)
+	case "status":
+		return ec.fieldContext_OperatorAppFederation_status(ctx, field)
+	case "note":
+		return ec.fieldContext_OperatorAppFederation_note(ctx, field)
+	case "changedAt":
+		return ec.fieldContext_OperatorAppFederation_changedAt(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type OperatorAppFederation", field.Name)
 }
 
 func (ec *executionContext) childFields_OperatorTenant(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -2057,6 +2560,8 @@ func (ec *executionContext) childFields_Tenant(ctx context.Context, field graphq
 		return ec.fieldContext_Tenant_contractEnd(ctx, field)
 	case "apps":
 		return ec.fieldContext_Tenant_apps(ctx, field)
+	case "app":
+		return ec.fieldContext_Tenant_app(ctx, field)
 	case "deletionRequests":
 		return ec.fieldContext_Tenant_deletionRequests(ctx, field)
 	case "members":
@@ -2077,6 +2582,8 @@ func (ec *executionContext) childFields_UsageMonth(ctx context.Context, field gr
 		return ec.fieldContext_UsageMonth_appId(ctx, field)
 	case "appName":
 		return ec.fieldContext_UsageMonth_appName(ctx, field)
+	case "appDeleted":
+		return ec.fieldContext_UsageMonth_appDeleted(ctx, field)
 	case "logins":
 		return ec.fieldContext_UsageMonth_logins(ctx, field)
 	case "distinctUsers":

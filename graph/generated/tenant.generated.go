@@ -7,6 +7,7 @@ import (
 	"math"
 	"strconv"
 	"sync/atomic"
+	"time"
 
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/azuma/mimoto/graph/model"
@@ -16,8 +17,12 @@ import (
 
 // region    ************************** generated!.gotpl **************************
 
+type AppResolver interface {
+	Federation(ctx context.Context, obj *model.App) (*model.AppFederation, error)
+}
 type TenantResolver interface {
 	Apps(ctx context.Context, obj *model.Tenant, first *int, after *string) (*model.AppConnection, error)
+	App(ctx context.Context, obj *model.Tenant, id uuid.UUID) (*model.App, error)
 	DeletionRequests(ctx context.Context, obj *model.Tenant, first *int, after *string) (*model.DeletionRequestConnection, error)
 	Members(ctx context.Context, obj *model.Tenant) ([]model.Member, error)
 	Usage(ctx context.Context, obj *model.Tenant, from *string, to *string) ([]model.UsageMonth, error)
@@ -27,6 +32,20 @@ type TenantResolver interface {
 // endregion ************************** generated!.gotpl **************************
 
 // region    ***************************** args.gotpl *****************************
+
+func (ec *executionContext) field_Tenant_app_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
+		func(ctx context.Context, v any) (uuid.UUID, error) {
+			return ec.unmarshalNID2githubᚗcomᚋgoogleᚋuuidᚐUUID(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["id"] = arg0
+	return args, nil
+}
 
 func (ec *executionContext) field_Tenant_apps_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
@@ -274,6 +293,29 @@ func (ec *executionContext) fieldContext_App_authMethod(_ context.Context, field
 	return graphql.NewScalarFieldContext("App", field, false, false, "AuthMethod")
 }
 
+func (ec *executionContext) _App_jwksUri(ctx context.Context, field graphql.CollectedField, obj *model.App) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_App_jwksUri(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.JwksURI, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_App_jwksUri(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("App", field, false, false, "String")
+}
+
 func (ec *executionContext) _App_requirePar(ctx context.Context, field graphql.CollectedField, obj *model.App) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -318,6 +360,107 @@ func (ec *executionContext) _App_fapi2(ctx context.Context, field graphql.Collec
 }
 func (ec *executionContext) fieldContext_App_fapi2(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("App", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _App_federation(ctx context.Context, field graphql.CollectedField, obj *model.App) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_App_federation(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.App().Federation(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.AppFederation) graphql.Marshaler {
+			return ec.marshalOAppFederation2ᚖgithubᚗcomᚋazumaᚋmimotoᚋgraphᚋmodelᚐAppFederation(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_App_federation(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "App",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_AppFederation(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _AppCertificate_keyId(ctx context.Context, field graphql.CollectedField, obj *model.AppCertificate) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_AppCertificate_keyId(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.KeyID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_AppCertificate_keyId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("AppCertificate", field, false, false, "String")
+}
+
+func (ec *executionContext) _AppCertificate_sha256Fingerprint(ctx context.Context, field graphql.CollectedField, obj *model.AppCertificate) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_AppCertificate_sha256Fingerprint(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Sha256Fingerprint, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_AppCertificate_sha256Fingerprint(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("AppCertificate", field, false, false, "String")
+}
+
+func (ec *executionContext) _AppCertificate_notAfter(ctx context.Context, field graphql.CollectedField, obj *model.AppCertificate) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_AppCertificate_notAfter(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.NotAfter, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_AppCertificate_notAfter(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("AppCertificate", field, false, false, "Time")
 }
 
 func (ec *executionContext) _AppConnection_edges(ctx context.Context, field graphql.CollectedField, obj *model.AppConnection) (ret graphql.Marshaler) {
@@ -439,6 +582,199 @@ func (ec *executionContext) fieldContext_AppEdge_node(_ context.Context, field g
 	return fc, nil
 }
 
+func (ec *executionContext) _AppFederation_entityId(ctx context.Context, field graphql.CollectedField, obj *model.AppFederation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_AppFederation_entityId(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.EntityID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_AppFederation_entityId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("AppFederation", field, false, false, "String")
+}
+
+func (ec *executionContext) _AppFederation_statementUrl(ctx context.Context, field graphql.CollectedField, obj *model.AppFederation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_AppFederation_statementUrl(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.StatementURL, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_AppFederation_statementUrl(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("AppFederation", field, false, false, "String")
+}
+
+func (ec *executionContext) _AppFederation_status(ctx context.Context, field graphql.CollectedField, obj *model.AppFederation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_AppFederation_status(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Status, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.AppFederationStatus) graphql.Marshaler {
+			return ec.marshalNAppFederationStatus2githubᚗcomᚋazumaᚋmimotoᚋgraphᚋmodelᚐAppFederationStatus(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_AppFederation_status(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("AppFederation", field, false, false, "AppFederationStatus")
+}
+
+func (ec *executionContext) _AppFederation_statusNote(ctx context.Context, field graphql.CollectedField, obj *model.AppFederation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_AppFederation_statusNote(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.StatusNote, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_AppFederation_statusNote(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("AppFederation", field, false, false, "String")
+}
+
+func (ec *executionContext) _AppFederation_statusChangedAt(ctx context.Context, field graphql.CollectedField, obj *model.AppFederation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_AppFederation_statusChangedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.StatusChangedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_AppFederation_statusChangedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("AppFederation", field, false, false, "Time")
+}
+
+func (ec *executionContext) _AppFederation_entityKeyId(ctx context.Context, field graphql.CollectedField, obj *model.AppFederation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_AppFederation_entityKeyId(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.EntityKeyID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_AppFederation_entityKeyId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("AppFederation", field, false, false, "String")
+}
+
+func (ec *executionContext) _AppFederation_encryptionKeyId(ctx context.Context, field graphql.CollectedField, obj *model.AppFederation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_AppFederation_encryptionKeyId(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.EncryptionKeyID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_AppFederation_encryptionKeyId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("AppFederation", field, false, false, "String")
+}
+
+func (ec *executionContext) _AppFederation_tlsCertificate(ctx context.Context, field graphql.CollectedField, obj *model.AppFederation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_AppFederation_tlsCertificate(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TLSCertificate, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.AppCertificate) graphql.Marshaler {
+			return ec.marshalOAppCertificate2ᚖgithubᚗcomᚋazumaᚋmimotoᚋgraphᚋmodelᚐAppCertificate(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_AppFederation_tlsCertificate(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "AppFederation",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_AppCertificate(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _CreateAppPayload_app(ctx context.Context, field graphql.CollectedField, obj *model.CreateAppPayload) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -492,6 +828,98 @@ func (ec *executionContext) _CreateAppPayload_clientSecret(ctx context.Context, 
 }
 func (ec *executionContext) fieldContext_CreateAppPayload_clientSecret(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("CreateAppPayload", field, false, false, "String")
+}
+
+func (ec *executionContext) _DeleteAppPayload_appId(ctx context.Context, field graphql.CollectedField, obj *model.DeleteAppPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_DeleteAppPayload_appId(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.AppID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v uuid.UUID) graphql.Marshaler {
+			return ec.marshalNID2githubᚗcomᚋgoogleᚋuuidᚐUUID(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_DeleteAppPayload_appId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("DeleteAppPayload", field, false, false, "ID")
+}
+
+func (ec *executionContext) _DeleteAppPayload_clientId(ctx context.Context, field graphql.CollectedField, obj *model.DeleteAppPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_DeleteAppPayload_clientId(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ClientID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_DeleteAppPayload_clientId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("DeleteAppPayload", field, false, false, "String")
+}
+
+func (ec *executionContext) _DeleteAppPayload_entityId(ctx context.Context, field graphql.CollectedField, obj *model.DeleteAppPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_DeleteAppPayload_entityId(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.EntityID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_DeleteAppPayload_entityId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("DeleteAppPayload", field, false, false, "String")
+}
+
+func (ec *executionContext) _DeleteAppPayload_federationStatus(ctx context.Context, field graphql.CollectedField, obj *model.DeleteAppPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_DeleteAppPayload_federationStatus(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.FederationStatus, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.AppFederationStatus) graphql.Marshaler {
+			return ec.marshalNAppFederationStatus2githubᚗcomᚋazumaᚋmimotoᚋgraphᚋmodelᚐAppFederationStatus(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_DeleteAppPayload_federationStatus(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("DeleteAppPayload", field, false, false, "AppFederationStatus")
 }
 
 func (ec *executionContext) _PageInfo_hasNextPage(ctx context.Context, field graphql.CollectedField, obj *model.PageInfo) (ret graphql.Marshaler) {
@@ -699,6 +1127,50 @@ func (ec *executionContext) fieldContext_Tenant_apps(ctx context.Context, field 
 	return fc, nil
 }
 
+func (ec *executionContext) _Tenant_app(ctx context.Context, field graphql.CollectedField, obj *model.Tenant) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Tenant_app(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Tenant().App(ctx, obj, fc.Args["id"].(uuid.UUID))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.App) graphql.Marshaler {
+			return ec.marshalNApp2ᚖgithubᚗcomᚋazumaᚋmimotoᚋgraphᚋmodelᚐApp(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Tenant_app(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Tenant",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_App(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Tenant_app_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Tenant_deletionRequests(ctx context.Context, field graphql.CollectedField, obj *model.Tenant) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -885,7 +1357,7 @@ func (ec *executionContext) unmarshalInputCreateAppInput(ctx context.Context, ob
 		asMap["fapi2"] = false
 	}
 
-	fieldsInOrder := [...]string{"name", "redirectUris", "scopes", "authMethod", "jwks", "requirePar", "fapi2"}
+	fieldsInOrder := [...]string{"name", "redirectUris", "scopes", "authMethod", "jwks", "jwksUri", "requirePar", "fapi2"}
 	for _, k := range fieldsInOrder {
 		v, ok := asMap[k]
 		if !ok {
@@ -927,6 +1399,13 @@ func (ec *executionContext) unmarshalInputCreateAppInput(ctx context.Context, ob
 				return it, err
 			}
 			it.Jwks = data
+		case "jwksUri":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("jwksUri"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.JwksURI = data
 		case "requirePar":
 			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("requirePar"))
 			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
@@ -969,7 +1448,7 @@ func (ec *executionContext) unmarshalInputUpdateAppInput(ctx context.Context, ob
 		asMap[k] = v
 	}
 
-	fieldsInOrder := [...]string{"name", "redirectUris", "scopes", "jwks", "requirePar", "fapi2"}
+	fieldsInOrder := [...]string{"name", "redirectUris", "scopes", "jwks", "jwksUri", "requirePar", "fapi2"}
 	for _, k := range fieldsInOrder {
 		v, ok := asMap[k]
 		if !ok {
@@ -1004,6 +1483,13 @@ func (ec *executionContext) unmarshalInputUpdateAppInput(ctx context.Context, ob
 				return it, err
 			}
 			it.Jwks = data
+		case "jwksUri":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("jwksUri"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.JwksURI = data
 		case "requirePar":
 			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("requirePar"))
 			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
@@ -1057,40 +1543,94 @@ func (ec *executionContext) _App(ctx context.Context, sel ast.SelectionSet, obj 
 		case "id":
 			out.Values[i] = ec._App_id(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "name":
 			out.Values[i] = ec._App_name(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "clientId":
 			out.Values[i] = ec._App_clientId(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "redirectUris":
 			out.Values[i] = ec._App_redirectUris(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "scopes":
 			out.Values[i] = ec._App_scopes(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "authMethod":
 			out.Values[i] = ec._App_authMethod(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "jwksUri":
+			out.Values[i] = ec._App_jwksUri(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "requirePar":
 			out.Values[i] = ec._App_requirePar(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "fapi2":
 			out.Values[i] = ec._App_fapi2(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "federation":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._App_federation(ctx, field, obj)
+				})
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var appCertificateImplementors = []string{"AppCertificate"}
+
+func (ec *executionContext) _AppCertificate(ctx context.Context, sel ast.SelectionSet, obj *model.AppCertificate) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, appCertificateImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("AppCertificate")
+		case "keyId":
+			out.Values[i] = ec._AppCertificate_keyId(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "sha256Fingerprint":
+			out.Values[i] = ec._AppCertificate_sha256Fingerprint(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "notAfter":
+			out.Values[i] = ec._AppCertificate_notAfter(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
@@ -1187,6 +1727,74 @@ func (ec *executionContext) _AppEdge(ctx context.Context, sel ast.SelectionSet, 
 	return out
 }
 
+var appFederationImplementors = []string{"AppFederation"}
+
+func (ec *executionContext) _AppFederation(ctx context.Context, sel ast.SelectionSet, obj *model.AppFederation) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, appFederationImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("AppFederation")
+		case "entityId":
+			out.Values[i] = ec._AppFederation_entityId(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "statementUrl":
+			out.Values[i] = ec._AppFederation_statementUrl(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "status":
+			out.Values[i] = ec._AppFederation_status(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "statusNote":
+			out.Values[i] = ec._AppFederation_statusNote(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "statusChangedAt":
+			out.Values[i] = ec._AppFederation_statusChangedAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "entityKeyId":
+			out.Values[i] = ec._AppFederation_entityKeyId(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "encryptionKeyId":
+			out.Values[i] = ec._AppFederation_encryptionKeyId(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "tlsCertificate":
+			out.Values[i] = ec._AppFederation_tlsCertificate(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var createAppPayloadImplementors = []string{"CreateAppPayload"}
 
 func (ec *executionContext) _CreateAppPayload(ctx context.Context, sel ast.SelectionSet, obj *model.CreateAppPayload) graphql.Marshaler {
@@ -1206,6 +1814,54 @@ func (ec *executionContext) _CreateAppPayload(ctx context.Context, sel ast.Selec
 		case "clientSecret":
 			out.Values[i] = ec._CreateAppPayload_clientSecret(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var deleteAppPayloadImplementors = []string{"DeleteAppPayload"}
+
+func (ec *executionContext) _DeleteAppPayload(ctx context.Context, sel ast.SelectionSet, obj *model.DeleteAppPayload) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, deleteAppPayloadImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("DeleteAppPayload")
+		case "appId":
+			out.Values[i] = ec._DeleteAppPayload_appId(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "clientId":
+			out.Values[i] = ec._DeleteAppPayload_clientId(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "entityId":
+			out.Values[i] = ec._DeleteAppPayload_entityId(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "federationStatus":
+			out.Values[i] = ec._DeleteAppPayload_federationStatus(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
 		default:
@@ -1305,6 +1961,12 @@ func (ec *executionContext) _Tenant(ctx context.Context, sel ast.SelectionSet, o
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Tenant_apps(ctx, field, obj)
 				})
+		case "app":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Tenant_app(ctx, field, obj)
+				})
 		case "deletionRequests":
 			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
 				true, true,
@@ -1386,6 +2048,16 @@ func (ec *executionContext) marshalNAppEdge2ᚕgithubᚗcomᚋazumaᚋmimotoᚋg
 	return ret
 }
 
+func (ec *executionContext) unmarshalNAppFederationStatus2githubᚗcomᚋazumaᚋmimotoᚋgraphᚋmodelᚐAppFederationStatus(ctx context.Context, v any) (model.AppFederationStatus, error) {
+	var res model.AppFederationStatus
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNAppFederationStatus2githubᚗcomᚋazumaᚋmimotoᚋgraphᚋmodelᚐAppFederationStatus(ctx context.Context, sel ast.SelectionSet, v model.AppFederationStatus) graphql.Marshaler {
+	return v
+}
+
 func (ec *executionContext) unmarshalNAuthMethod2githubᚗcomᚋazumaᚋmimotoᚋgraphᚋmodelᚐAuthMethod(ctx context.Context, v any) (model.AuthMethod, error) {
 	var res model.AuthMethod
 	err := res.UnmarshalGQL(v)
@@ -1407,6 +2079,14 @@ func (ec *executionContext) marshalNCreateAppPayload2ᚖgithubᚗcomᚋazumaᚋm
 		return graphql.Null
 	}
 	return ec._CreateAppPayload(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNDeleteAppPayload2ᚖgithubᚗcomᚋazumaᚋmimotoᚋgraphᚋmodelᚐDeleteAppPayload(ctx context.Context, sel ast.SelectionSet, v *model.DeleteAppPayload) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "DeleteAppPayload!")
+		return graphql.Null
+	}
+	return ec._DeleteAppPayload(ctx, sel, v)
 }
 
 func (ec *executionContext) marshalNPageInfo2ᚖgithubᚗcomᚋazumaᚋmimotoᚋgraphᚋmodelᚐPageInfo(ctx context.Context, sel ast.SelectionSet, v *model.PageInfo) graphql.Marshaler {
@@ -1438,6 +2118,20 @@ func (ec *executionContext) marshalNTenantStatus2githubᚗcomᚋazumaᚋmimoto�
 func (ec *executionContext) unmarshalNUpdateAppInput2githubᚗcomᚋazumaᚋmimotoᚋgraphᚋmodelᚐUpdateAppInput(ctx context.Context, v any) (model.UpdateAppInput, error) {
 	res, err := ec.unmarshalInputUpdateAppInput(ctx, v)
 	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOAppCertificate2ᚖgithubᚗcomᚋazumaᚋmimotoᚋgraphᚋmodelᚐAppCertificate(ctx context.Context, sel ast.SelectionSet, v *model.AppCertificate) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._AppCertificate(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalOAppFederation2ᚖgithubᚗcomᚋazumaᚋmimotoᚋgraphᚋmodelᚐAppFederation(ctx context.Context, sel ast.SelectionSet, v *model.AppFederation) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._AppFederation(ctx, sel, v)
 }
 
 func (ec *executionContext) unmarshalOTenantStatus2ᚖgithubᚗcomᚋazumaᚋmimotoᚋgraphᚋmodelᚐTenantStatus(ctx context.Context, v any) (*model.TenantStatus, error) {

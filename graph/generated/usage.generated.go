@@ -374,6 +374,29 @@ func (ec *executionContext) fieldContext_UsageMonth_appName(_ context.Context, f
 	return graphql.NewScalarFieldContext("UsageMonth", field, false, false, "String")
 }
 
+func (ec *executionContext) _UsageMonth_appDeleted(ctx context.Context, field graphql.CollectedField, obj *model.UsageMonth) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_UsageMonth_appDeleted(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.AppDeleted, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_UsageMonth_appDeleted(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("UsageMonth", field, false, false, "Boolean")
+}
+
 func (ec *executionContext) _UsageMonth_logins(ctx context.Context, field graphql.CollectedField, obj *model.UsageMonth) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -594,6 +617,11 @@ func (ec *executionContext) _UsageMonth(ctx context.Context, sel ast.SelectionSe
 			}
 		case "appName":
 			out.Values[i] = ec._UsageMonth_appName(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "appDeleted":
+			out.Values[i] = ec._UsageMonth_appDeleted(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}

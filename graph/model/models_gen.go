@@ -29,27 +29,79 @@ type Account struct {
 
 // An app: one OIDC client of the tenant, and one GesundheitsID federation entity.
 type App struct {
-	ID       uuid.UUID `json:"id"`
-	Name     string    `json:"name"`
-	ClientID string    `json:"clientId"`
+	// The app's id.
+	ID uuid.UUID `json:"id"`
+	// The app's name; the insured person sees it at the IdP (client_name of its entity statement).
+	Name string `json:"name"`
+	// The app's OAuth client_id toward mimoto (generated).
+	ClientID string `json:"clientId"`
 	// Exact redirect URIs (https, or http on loopback).
 	RedirectUris []string `json:"redirectUris"`
 	// GesundheitsID scopes the app may request (openid included).
-	Scopes     []string   `json:"scopes"`
+	Scopes []string `json:"scopes"`
+	// How the app authenticates at /par and /token; fixed at creation.
 	AuthMethod AuthMethod `json:"authMethod"`
-	RequirePar bool       `json:"requirePar"`
+	// For PRIVATE_KEY_JWT apps that reference their keys: the https URL where mimoto
+	// fetches the app's public keys (JWKS). Null when the keys are registered inline
+	// (jwks) or the app uses another method.
+	JwksURI *string `json:"jwksUri,omitempty"`
+	// Authorization requests must come through PAR (/par); always true with fapi2.
+	RequirePar bool `json:"requirePar"`
 	// FAPI 2.0 Security Profile: PAR and private_key_jwt.
 	Fapi2 bool `json:"fapi2"`
+	// The app's entity in the GesundheitsID federation: entity id, entity statement URL,
+	// keys, certificate and the registration status with gematik. Null when this
+	// installation has no federation configured.
+	Federation *AppFederation `json:"federation,omitempty"`
+	// The app's tenant (not in the schema; the federation resolver needs it).
+	TenantID uuid.UUID `json:"-"`
 }
 
+// One of an app's self-signed mTLS certificates.
+type AppCertificate struct {
+	// Key id of the certificate's key (the kid of its use: sig key in the statement).
+	KeyID string `json:"keyId"`
+	// SHA-256 fingerprint of the DER certificate, upper-case hex pairs separated by colons.
+	Sha256Fingerprint string `json:"sha256Fingerprint"`
+	// End of the certificate's validity.
+	NotAfter time.Time `json:"notAfter"`
+}
+
+// A page of apps (Relay connection).
 type AppConnection struct {
-	Edges    []AppEdge `json:"edges"`
+	// The apps of this page.
+	Edges []AppEdge `json:"edges"`
+	// Whether more follow, and the cursor to ask for them.
 	PageInfo *PageInfo `json:"pageInfo"`
 }
 
+// One app in a list.
 type AppEdge struct {
+	// Pass as `after` to continue behind this app.
 	Cursor string `json:"cursor"`
-	Node   *App   `json:"node"`
+	// The app.
+	Node *App `json:"node"`
+}
+
+// The app as an entity ("Fachdienst") of the GesundheitsID federation. All values are
+// public; docs/federation-registration.md explains what to send to gematik.
+type AppFederation struct {
+	// The app's entity id, also its client_id toward the IdPs. Null until its federation keys exist.
+	EntityID *string `json:"entityId,omitempty"`
+	// Where the app's self-signed entity statement is served: the entity id + /.well-known/openid-federation.
+	StatementURL *string `json:"statementUrl,omitempty"`
+	// Where the app's registration with gematik stands. Set by platform operators.
+	Status AppFederationStatus `json:"status"`
+	// The platform operator's note on the last status change (e.g. a ticket number).
+	StatusNote *string `json:"statusNote,omitempty"`
+	// When the status last changed; null while it never has.
+	StatusChangedAt *time.Time `json:"statusChangedAt,omitempty"`
+	// Key id of the entity key that signs the statement (the key the federation master vouches for).
+	EntityKeyID *string `json:"entityKeyId,omitempty"`
+	// Key id of the active encryption key (the IdPs encrypt ID tokens to it; rotated every 90 days).
+	EncryptionKeyID *string `json:"encryptionKeyId,omitempty"`
+	// The app's active mTLS client certificate toward the IdPs (renewed yearly).
+	TLSCertificate *AppCertificate `json:"tlsCertificate,omitempty"`
 }
 
 // One entry of the tenant's audit trail.
@@ -74,21 +126,47 @@ type AuditEventEdge struct {
 	Node   *AuditEvent `json:"node"`
 }
 
+// A new app.
 type CreateAppInput struct {
-	Name         string     `json:"name"`
-	RedirectUris []string   `json:"redirectUris"`
-	Scopes       []string   `json:"scopes"`
-	AuthMethod   AuthMethod `json:"authMethod"`
-	// For PRIVATE_KEY_JWT: the app's public keys as a JSON Web Key Set.
-	Jwks       *string `json:"jwks,omitempty"`
-	RequirePar *bool   `json:"requirePar,omitempty"`
-	Fapi2      *bool   `json:"fapi2,omitempty"`
+	// 1 to 200 printable characters.
+	Name string `json:"name"`
+	// 1 to 20 exact redirect URIs: https, or http on loopback; no fragment.
+	RedirectUris []string `json:"redirectUris"`
+	// openid and any of the GesundheitsID scopes (urn:telematik:*).
+	Scopes []string `json:"scopes"`
+	// How the app authenticates; cannot be changed later.
+	AuthMethod AuthMethod `json:"authMethod"`
+	// For PRIVATE_KEY_JWT: the app's public keys as a JSON Web Key Set (each key with a kid). Not together with jwksUri.
+	Jwks *string `json:"jwks,omitempty"`
+	// For PRIVATE_KEY_JWT: an https URL where mimoto fetches the app's public keys instead
+	// (no user info or fragment, not localhost or a private address; at most 2000
+	// characters). Not together with jwks. BAD_USER_INPUT (field jwksUri) otherwise.
+	JwksURI *string `json:"jwksUri,omitempty"`
+	// Require PAR for authorization requests.
+	RequirePar *bool `json:"requirePar,omitempty"`
+	// FAPI 2.0 Security Profile (implies requirePar; needs PRIVATE_KEY_JWT).
+	Fapi2 *bool `json:"fapi2,omitempty"`
 }
 
+// The new app, with its secret if it has one.
 type CreateAppPayload struct {
+	// The app.
 	App *App `json:"app"`
 	// For CLIENT_SECRET_BASIC: the secret, shown this once.
 	ClientSecret *string `json:"clientSecret,omitempty"`
+}
+
+// What is left to know of a deleted app.
+type DeleteAppPayload struct {
+	// The deleted app's id.
+	AppID uuid.UUID `json:"appId"`
+	// Its client_id, refused from now on (invalid_client).
+	ClientID string `json:"clientId"`
+	// Its retired federation entity id (never given to another app); null if it had none.
+	EntityID *string `json:"entityId,omitempty"`
+	// Its registration status at deletion. If SUBMITTED or REGISTERED, ask the platform
+	// operator to have gematik remove the entity.
+	FederationStatus AppFederationStatus `json:"federationStatus"`
 }
 
 // A data subject's request to delete the meta data about them. mimoto stores no
@@ -169,6 +247,21 @@ type Membership struct {
 type Mutation struct {
 }
 
+// An app's registration status as a platform operator sets it: the ids and the status,
+// nothing else of the app.
+type OperatorAppFederation struct {
+	// The app's id.
+	AppID uuid.UUID `json:"appId"`
+	// The app's tenant.
+	TenantID uuid.UUID `json:"tenantId"`
+	// Where the registration with gematik stands.
+	Status AppFederationStatus `json:"status"`
+	// The note on the last change; shown to the tenant.
+	Note *string `json:"note,omitempty"`
+	// When the status last changed; null while it never has.
+	ChangedAt *time.Time `json:"changedAt,omitempty"`
+}
+
 // A tenant as a platform operator sees it: its contract, nothing of its data (no apps,
 // members or meta data).
 type OperatorTenant struct {
@@ -202,9 +295,12 @@ type OperatorTenantEdge struct {
 	Node *OperatorTenant `json:"node"`
 }
 
+// Where a page of a Relay connection ends.
 type PageInfo struct {
-	HasNextPage bool    `json:"hasNextPage"`
-	EndCursor   *string `json:"endCursor,omitempty"`
+	// Whether more items follow.
+	HasNextPage bool `json:"hasNextPage"`
+	// The cursor of the page's last item; null for an empty page.
+	EndCursor *string `json:"endCursor,omitempty"`
 }
 
 // A passkey (a WebAuthn credential: a security key, or a passkey on a phone or
@@ -265,8 +361,10 @@ type TOTPEnrolment struct {
 
 // A customer (the controller) with its contract and apps.
 type Tenant struct {
-	ID   uuid.UUID `json:"id"`
-	Name string    `json:"name"`
+	// The tenant's id.
+	ID uuid.UUID `json:"id"`
+	// The customer's company name (updateTenantName).
+	Name string `json:"name"`
 	// The contract's status. Only platform operators change it (setTenantStatus); the
 	// apps of a SUSPENDED or TERMINATED tenant cannot sign anyone in.
 	Status TenantStatus `json:"status"`
@@ -274,8 +372,11 @@ type Tenant struct {
 	ContractStart string `json:"contractStart"`
 	// Contract end (YYYY-MM-DD), if any; set by platform operators. The meta data is deleted after it.
 	ContractEnd *string `json:"contractEnd,omitempty"`
-	// The tenant's apps, oldest first (Relay connection).
+	// The tenant's apps, oldest first (Relay connection). Roles with apps.read (owner, admin, developer, dpo, auditor).
 	Apps *AppConnection `json:"apps"`
+	// One of the tenant's apps. Roles with apps.read. NOT_FOUND for an unknown id and for
+	// another tenant's app.
+	App *App `json:"app"`
 	// The tenant's deletion requests, newest first (Relay connection). Roles owner, admin, dpo, auditor.
 	DeletionRequests *DeletionRequestConnection `json:"deletionRequests"`
 	// The tenant's members (roles owner, admin, auditor).
@@ -294,26 +395,106 @@ type TenantContractInput struct {
 	ContractEnd *string `json:"contractEnd,omitempty"`
 }
 
-// A change to an app; omitted fields stay as they are. The authentication method is fixed at creation.
+// A change to an app; omitted fields stay as they are. The authentication method is
+// fixed at creation. jwks and jwksUri replace each other: setting one removes the other;
+// an empty string removes it (a PRIVATE_KEY_JWT app must keep one of them).
 type UpdateAppInput struct {
-	Name         *string  `json:"name,omitempty"`
+	// 1 to 200 printable characters.
+	Name *string `json:"name,omitempty"`
+	// The new exact redirect URIs (all of them).
 	RedirectUris []string `json:"redirectUris,omitempty"`
-	Scopes       []string `json:"scopes,omitempty"`
-	Jwks         *string  `json:"jwks,omitempty"`
-	RequirePar   *bool    `json:"requirePar,omitempty"`
-	Fapi2        *bool    `json:"fapi2,omitempty"`
+	// The new scopes (all of them; openid included).
+	Scopes []string `json:"scopes,omitempty"`
+	// PRIVATE_KEY_JWT only: the app's public keys as a JSON Web Key Set.
+	Jwks *string `json:"jwks,omitempty"`
+	// PRIVATE_KEY_JWT only: an https URL of the app's public keys (rules as in CreateAppInput.jwksUri).
+	JwksURI *string `json:"jwksUri,omitempty"`
+	// Require PAR for authorization requests.
+	RequirePar *bool `json:"requirePar,omitempty"`
+	// FAPI 2.0 Security Profile (implies requirePar; needs PRIVATE_KEY_JWT).
+	Fapi2 *bool `json:"fapi2,omitempty"`
 }
 
 // One app's usage in one calendar month (UTC), from the pseudonymised meta data.
 type UsageMonth struct {
 	// YYYY-MM
-	Month   string    `json:"month"`
-	AppID   uuid.UUID `json:"appId"`
-	AppName string    `json:"appName"`
+	Month string `json:"month"`
+	// The app's id (a deleted app's too: its meta data stays until the contract ends).
+	AppID uuid.UUID `json:"appId"`
+	// The app's name (a deleted app's last name).
+	AppName string `json:"appName"`
+	// Whether the app has since been deleted (deleteApp).
+	AppDeleted bool `json:"appDeleted"`
 	// Completed logins.
 	Logins int `json:"logins"`
 	// Distinct insured persons, counted by their tenant-keyed pseudonym.
 	DistinctUsers int `json:"distinctUsers"`
+}
+
+// Where an app's registration in the GesundheitsID federation stands. The registration
+// at gematik is an out-of-band process run by the platform; platform operators record
+// its progress (setAppFederationStatus), tenants read it.
+type AppFederationStatus string
+
+const (
+	// Nothing sent to gematik yet (every new app).
+	AppFederationStatusNotSubmitted AppFederationStatus = "NOT_SUBMITTED"
+	// The registration data went to gematik; no confirmation yet.
+	AppFederationStatusSubmitted AppFederationStatus = "SUBMITTED"
+	// gematik's federation master vouches for the entity: IdPs accept the app.
+	AppFederationStatusRegistered AppFederationStatus = "REGISTERED"
+	// gematik removed the entity, or the registration was withdrawn.
+	AppFederationStatusRevoked AppFederationStatus = "REVOKED"
+)
+
+var AllAppFederationStatus = []AppFederationStatus{
+	AppFederationStatusNotSubmitted,
+	AppFederationStatusSubmitted,
+	AppFederationStatusRegistered,
+	AppFederationStatusRevoked,
+}
+
+func (e AppFederationStatus) IsValid() bool {
+	switch e {
+	case AppFederationStatusNotSubmitted, AppFederationStatusSubmitted, AppFederationStatusRegistered, AppFederationStatusRevoked:
+		return true
+	}
+	return false
+}
+
+func (e AppFederationStatus) String() string {
+	return string(e)
+}
+
+func (e *AppFederationStatus) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = AppFederationStatus(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid AppFederationStatus", str)
+	}
+	return nil
+}
+
+func (e AppFederationStatus) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *AppFederationStatus) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e AppFederationStatus) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
 }
 
 type AuditOutcome string
@@ -373,12 +554,16 @@ func (e AuditOutcome) MarshalJSON() ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
+// How an app authenticates at mimoto's /par and /token endpoints.
 type AuthMethod string
 
 const (
-	AuthMethodPrivateKeyJwt     AuthMethod = "PRIVATE_KEY_JWT"
+	// A client assertion signed with the app's key (recommended; required for FAPI 2.0). Keys inline (jwks) or by jwksUri.
+	AuthMethodPrivateKeyJwt AuthMethod = "PRIVATE_KEY_JWT"
+	// A secret generated by mimoto, sent as HTTP Basic auth.
 	AuthMethodClientSecretBasic AuthMethod = "CLIENT_SECRET_BASIC"
-	AuthMethodNone              AuthMethod = "NONE"
+	// A public client without authentication (PKCE protects the code).
+	AuthMethodNone AuthMethod = "NONE"
 )
 
 var AllAuthMethod = []AuthMethod{

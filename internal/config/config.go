@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"net/mail"
+	"net/netip"
 	"net/url"
 	"os"
 	"regexp"
@@ -54,6 +55,11 @@ type Config struct {
 		HTTPAddr      string   `koanf:"http_addr"`
 	} `koanf:"tls"`
 
+	// TrustedProxies lists the proxies whose X-Forwarded-For is believed;
+	// TrustedProxyPrefixes is the parsed form.
+	TrustedProxies       []string       `koanf:"trusted_proxies"`
+	TrustedProxyPrefixes []netip.Prefix `koanf:"-"`
+
 	Log struct {
 		Level string `koanf:"level"`
 	} `koanf:"log"`
@@ -71,7 +77,11 @@ type Config struct {
 	} `koanf:"login"`
 
 	Portal struct {
-		WebAuthnRPID string `koanf:"webauthn_rp_id"`
+		WebAuthnRPID       string        `koanf:"webauthn_rp_id"`
+		ThrottleBurst      int           `koanf:"throttle_burst"`
+		ThrottleInterval   time.Duration `koanf:"throttle_interval"`
+		ThrottleIPv4Prefix int           `koanf:"throttle_ipv4_prefix"`
+		ThrottleIPv6Prefix int           `koanf:"throttle_ipv6_prefix"`
 	} `koanf:"portal"`
 
 	SMTP struct {
@@ -120,6 +130,7 @@ var Settings = []Setting{
 	{Key: "tls.acme_email", Help: "contact e-mail for the ACME account"},
 	{Key: "tls.acme_hosts", Help: "comma-separated host names the ACME certificate covers"},
 	{Key: "tls.acme_cache_dir", Help: "directory where ACME keys and certificates are kept"},
+	{Key: "trusted_proxies", Help: "comma-separated CIDRs of the proxies in front of mimoto (e.g. the load balancer of tls.mode=proxy); only from these is X-Forwarded-For read for the client's address (per-address throttling)"},
 	{Key: "tls.http_addr", Help: "optional plain-HTTP listener for ACME HTTP-01 challenges and redirects to https"},
 	{Key: "log.level", Default: "info", Help: "debug | info | warn | error"},
 	{Key: "federation.master_entity_id", Help: "entity id of the GesundheitsID federation master (https; per environment); without it logins answer temporarily_unavailable"},
@@ -132,6 +143,10 @@ var Settings = []Setting{
 	{Key: "smtp.username", Help: "SMTP user name (PLAIN auth after STARTTLS); empty for none"},
 	{Key: "smtp.password", Help: "SMTP password", Secret: true},
 	{Key: "portal.webauthn_rp_id", Help: "WebAuthn relying-party id of the portal's passkeys: the host of public_url (default) or a parent domain of it; registered passkeys stay bound to it"},
+	{Key: "portal.throttle_burst", Default: "10", Help: "attempts one client address may make at once at the portal's sign-in, second factor, passkey sign-in, changePassword, register, verifyEmail and acceptInvitation together (per process); 0 turns the per-address limit off"},
+	{Key: "portal.throttle_interval", Default: "6s", Help: "an address earns one attempt more each interval, up to portal.throttle_burst"},
+	{Key: "portal.throttle_ipv4_prefix", Default: "24", Help: "IPv4 addresses in one prefix of this length share one budget (16..32; 32: per address)"},
+	{Key: "portal.throttle_ipv6_prefix", Default: "64", Help: "IPv6 addresses in one prefix of this length share one budget (32..128)"},
 	{Key: "login.max_lifetime", Default: "10m", Help: "longest time a login may take; the login transaction (with any identity data) is deleted after it"},
 }
 
@@ -252,6 +267,7 @@ func Load(mode Mode, fs *flag.FlagSet, environ []string) (*Config, error) {
 		return nil, errs
 	}
 	c.TLS.ACMEHosts = trimList(c.TLS.ACMEHosts)
+	c.TrustedProxies = trimList(c.TrustedProxies)
 	errs = append(errs, c.validate(mode)...)
 	if len(errs) > 0 {
 		return nil, errs
@@ -308,6 +324,20 @@ func (c *Config) validate(mode Mode) []error {
 	if c.Database.MaxConns < 2 || c.Database.MaxConns > 1000 {
 		errs = append(errs, problem("database.max_conns", "%d is outside 2..1000", c.Database.MaxConns))
 	}
+	c.TrustedProxyPrefixes = nil
+	for _, p := range c.TrustedProxies {
+		prefix, err := netip.ParsePrefix(p)
+		if err != nil {
+			if a, aerr := netip.ParseAddr(p); aerr == nil {
+				prefix, err = a.Prefix(a.BitLen())
+			}
+		}
+		if err != nil {
+			errs = append(errs, problem("trusted_proxies", "%q is not a CIDR or an address", p))
+			continue
+		}
+		c.TrustedProxyPrefixes = append(c.TrustedProxyPrefixes, prefix.Masked())
+	}
 	if c.Database.Connect < 0 {
 		errs = append(errs, problem("database.connect_timeout", "must not be negative"))
 	}
@@ -334,6 +364,20 @@ func (c *Config) validate(mode Mode) []error {
 		case host != "" && host != rp && !strings.HasSuffix(host, "."+rp):
 			errs = append(errs, problem("portal.webauthn_rp_id", "%q is neither the host of public_url nor a parent domain of it", rp))
 		}
+	}
+
+	p := c.Portal
+	if p.ThrottleBurst < 0 || p.ThrottleBurst > 10000 {
+		errs = append(errs, problem("portal.throttle_burst", "%d is outside 0..10000", p.ThrottleBurst))
+	}
+	if p.ThrottleInterval < 10*time.Millisecond || p.ThrottleInterval > time.Hour {
+		errs = append(errs, problem("portal.throttle_interval", "%s is outside 10ms..1h", p.ThrottleInterval))
+	}
+	if p.ThrottleIPv4Prefix < 16 || p.ThrottleIPv4Prefix > 32 {
+		errs = append(errs, problem("portal.throttle_ipv4_prefix", "%d is outside 16..32", p.ThrottleIPv4Prefix))
+	}
+	if p.ThrottleIPv6Prefix < 32 || p.ThrottleIPv6Prefix > 128 {
+		errs = append(errs, problem("portal.throttle_ipv6_prefix", "%d is outside 32..128", p.ThrottleIPv6Prefix))
 	}
 
 	switch mode {

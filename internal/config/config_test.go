@@ -125,3 +125,47 @@ func TestServeRefusesSimulatedFederation(t *testing.T) {
 		t.Errorf("unpinned master accepted: %v", err)
 	}
 }
+
+func TestPortalThrottleSettings(t *testing.T) {
+	c, err := load(t, config.ModeDev, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := c.Portal; p.ThrottleBurst != 10 || p.ThrottleInterval != 6*time.Second || p.ThrottleIPv4Prefix != 24 || p.ThrottleIPv6Prefix != 64 {
+		t.Fatalf("throttle defaults: %+v", p)
+	}
+	c, err = load(t, config.ModeDev, []string{"--portal-throttle-burst=0", "--portal-throttle-ipv4-prefix=32"}, "MIMOTO_PORTAL_THROTTLE_INTERVAL=1m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := c.Portal; p.ThrottleBurst != 0 || p.ThrottleInterval != time.Minute || p.ThrottleIPv4Prefix != 32 {
+		t.Fatalf("throttle settings: %+v", p)
+	}
+	for _, bad := range [][]string{
+		{"--portal-throttle-burst=-1"}, {"--portal-throttle-interval=0s"}, {"--portal-throttle-ipv4-prefix=8"}, {"--portal-throttle-ipv6-prefix=129"},
+	} {
+		_, err := load(t, config.ModeDev, bad)
+		var ce *config.Error
+		if !errors.As(err, &ce) || !strings.HasPrefix(ce.Setting.Key, "portal.throttle_") {
+			t.Errorf("%v: got %v, want an error naming the setting", bad, err)
+		}
+	}
+}
+
+func TestTrustedProxies(t *testing.T) {
+	c, err := load(t, config.ModeDev, nil, "MIMOTO_TRUSTED_PROXIES=10.0.0.0/8, 192.0.2.7 ,2001:db8::/32")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, p := range c.TrustedProxyPrefixes {
+		got = append(got, p.String())
+	}
+	if strings.Join(got, " ") != "10.0.0.0/8 192.0.2.7/32 2001:db8::/32" {
+		t.Errorf("trusted proxies: %v", got)
+	}
+	_, err = load(t, config.ModeDev, nil, "MIMOTO_TRUSTED_PROXIES=10.0.0.0/8,proxy.example")
+	if err == nil || !strings.Contains(err.Error(), "trusted_proxies") || !strings.Contains(err.Error(), "proxy.example") {
+		t.Errorf("an invalid entry: %v, want an error naming trusted_proxies and the entry", err)
+	}
+}

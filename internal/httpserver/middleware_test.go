@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"testing"
 )
@@ -188,5 +190,56 @@ func TestRequestID(t *testing.T) {
 	}
 	if RequestID(t.Context()) != "" {
 		t.Error("RequestID of a bare context")
+	}
+}
+
+func TestClientAddr(t *testing.T) {
+	for remote, want := range map[string]string{
+		"192.0.2.1:4711":        "192.0.2.1",
+		"[2001:db8::1]:443":     "2001:db8::1",
+		"[::ffff:192.0.2.9]:80": "192.0.2.9",
+		"[fe80::1%eth0]:8080":   "fe80::1",
+		"192.0.2.3":             "192.0.2.3",
+		"":                      "invalid IP",
+		"pipe":                  "invalid IP",
+	} {
+		r := httptest.NewRequest(http.MethodPost, "/graphql", nil)
+		r.RemoteAddr = remote
+		// Forwarding headers are not trusted.
+		r.Header.Set("X-Forwarded-For", "203.0.113.7")
+		r.Header.Set("Forwarded", "for=203.0.113.7")
+		if got := ClientAddr(r).String(); got != want {
+			t.Errorf("ClientAddr(%q) = %s, want %s", remote, got, want)
+		}
+	}
+}
+
+func TestClientAddrBehindTrustedProxies(t *testing.T) {
+	trusted := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("2001:db8:ffff::/48")}
+	var got netip.Addr
+	h := WithClientAddr(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) { got = ClientAddr(r) }), trusted)
+	for _, c := range []struct {
+		name, remote string
+		xff          []string
+		want         string
+	}{
+		{"untrusted peer: header ignored", "198.51.100.4:5000", []string{"203.0.113.7"}, "198.51.100.4"},
+		{"trusted proxy: client from the header", "10.1.2.3:5000", []string{"203.0.113.7"}, "203.0.113.7"},
+		{"spoofed left part ignored", "10.1.2.3:5000", []string{"192.0.2.66, 203.0.113.7"}, "203.0.113.7"},
+		{"chain of trusted proxies", "10.1.2.3:5000", []string{"203.0.113.7, 10.9.9.9", "10.8.8.8"}, "203.0.113.7"},
+		{"IPv6 proxy", "[2001:db8:ffff::1]:443", []string{"2001:db8:1::5"}, "2001:db8:1::5"},
+		{"no header: the proxy itself", "10.1.2.3:5000", nil, "10.1.2.3"},
+		{"malformed hop: last vouched address", "10.1.2.3:5000", []string{"203.0.113.7, not-an-ip"}, "10.1.2.3"},
+		{"only trusted hops", "10.1.2.3:5000", []string{"10.4.4.4"}, "10.4.4.4"},
+	} {
+		r := httptest.NewRequest(http.MethodPost, "/graphql", nil)
+		r.RemoteAddr = c.remote
+		for _, v := range c.xff {
+			r.Header.Add("X-Forwarded-For", v)
+		}
+		h.ServeHTTP(httptest.NewRecorder(), r)
+		if got.String() != c.want {
+			t.Errorf("%s: client %s, want %s", c.name, got, c.want)
+		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"time"
 )
@@ -59,6 +60,10 @@ type Config struct {
 	ChallengeAddr string
 
 	TLS TLSOptions
+
+	// TrustedProxies are the proxies whose X-Forwarded-For names the client
+	// (WithClientAddr); empty: the TCP peer is the client.
+	TrustedProxies []netip.Prefix
 
 	// Logger receives panics, reload events and server errors; nil
 	// discards them.
@@ -146,7 +151,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Metrics != nil {
 		public = cfg.Metrics.Middleware(public)
 	}
-	public = WithRequestID(WithSecurityHeaders(public, hsts))
+	public = WithClientAddr(WithRequestID(WithSecurityHeaders(public, hsts)), cfg.TrustedProxies)
 	addr := cfg.PublicAddr
 	if addr == "" {
 		addr = DefaultPublicAddrPlain

@@ -16,8 +16,17 @@
 // Provision picks the key once — the client_id, lower-cased, if it is a DNS-label-like
 // token (3–63 of a–z, 0–9, '-'), is not a reserved path name and is free; otherwise
 // "app-" and 16 random base32 characters — and a trigger keeps it from changing
-// afterwards. DNS-label-safe keys also leave room to move entity ids to one
-// subdomain per app later.
+// afterwards. A deleted app's key stays retired (deleted_apps), so an entity id that
+// gematik may still have registered never names another app. DNS-label-safe keys
+// also leave room to move entity ids to one subdomain per app later.
+//
+// # Registration status and the portal's view
+//
+// Where an app's registration with gematik stands is apps.federation_status
+// (RegistrationStatus), set by platform operators only (portal/operator; the
+// database refuses the service role). View reads what the portal shows on an app —
+// entity id, statement URL, key ids, the active certificate's fingerprint and expiry,
+// the status — in one statement of the caller's tenant transaction.
 //
 // # Keys
 //
@@ -85,6 +94,6 @@
 // A change made in another process (a rotation, an edited app) therefore reaches this
 // process's statements within EntityStatementLifetime; the rotation timings above are
 // built on that bound. Invalidate drops one app's statement at once (the portal
-// calls it after an edit in the same process). TLS certificates and decryption keys
-// are cached for CacheTTL.
+// calls it after an edit in the same process), Forget everything cached about a
+// deleted app. TLS certificates and decryption keys are cached for CacheTTL.
 package federation

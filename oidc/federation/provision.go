@@ -96,15 +96,17 @@ func (e *Entities) provision(ctx context.Context, tx bun.IDB, tenantID, appID uu
 
 // chooseAppKey picks a new app's key: the client_id if it can serve (see the package
 // documentation), else a random one. Whether a key is free is asked through
-// mimoto_federation_tenant, which sees every tenant's apps; the unique index
-// catches the (practically impossible) race of two new apps choosing the same key.
+// mimoto_federation_key_taken, which sees every tenant's apps and the retired keys of
+// deleted apps (an entity id may still be registered with gematik, so it never names
+// another app); the unique index catches the (practically impossible) race of two new
+// apps choosing the same key.
 func (e *Entities) chooseAppKey(ctx context.Context, tx bun.IDB, clientID string) (string, error) {
 	if c := strings.ToLower(clientID); ValidAppKey(c) && !reservedKeys[c] {
-		var owner uuid.NullUUID
-		if err := tx.QueryRowContext(ctx, `SELECT mimoto_federation_tenant(?)`, c).Scan(&owner); err != nil {
+		var taken bool
+		if err := tx.QueryRowContext(ctx, `SELECT mimoto_federation_key_taken(?)`, c).Scan(&taken); err != nil {
 			return "", fmt.Errorf("checking app key: %w", err)
 		}
-		if !owner.Valid {
+		if !taken {
 			return c, nil
 		}
 	}

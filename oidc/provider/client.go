@@ -9,6 +9,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
+	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -158,6 +161,63 @@ func (c *clientCache) put(cl *Client, now time.Time) {
 		clear(c.entries)
 	}
 	c.entries[cl.ID] = cachedClient{client: cl, until: now.Add(c.ttl)}
+}
+
+// forget drops a client from the cache (a deleted or changed app).
+func (c *clientCache) forget(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.entries, id)
+}
+
+// ForgetClient drops the client from this process's client cache, so that the next
+// request loads it again (or finds it gone). Other processes see the change within
+// the cache's lifetime (Config.ClientCacheTTL).
+func (st *Store) ForgetClient(clientID string) { st.clients.forget(clientID) }
+
+// ForgetClient drops the client from the provider's client cache (Store.ForgetClient).
+func (p *Provider) ForgetClient(clientID string) { p.store.ForgetClient(clientID) }
+
+// MaxJWKSURILength bounds a registered jwks_uri.
+const MaxJWKSURILength = 2000
+
+// CheckJWKSURI checks a jwks_uri an app registers, where the provider will fetch the
+// app's public keys for private_key_jwt (fosite's JWKS fetcher, with
+// Config.HTTPClient): an absolute https URL (the database's apps_jwks_uri_https check
+// is the floor of this rule) with a host, no user info and no fragment, at most
+// MaxJWKSURILength characters. Because the provider fetches it from inside the
+// platform, a host that is an IP literal must be a public address, and localhost
+// is refused: an app cannot point mimoto at its own loopback or an internal network.
+// (A DNS name is not resolved here; the address it resolves to at fetch time is not
+// checked.) An app registers either a jwks_uri or an inline JWKS, never both
+// (apps_jwks_xor_uri).
+func CheckJWKSURI(raw string) error {
+	if raw == "" || len(raw) > MaxJWKSURILength {
+		return fmt.Errorf("an https URL of at most %d characters is required", MaxJWKSURILength)
+	}
+	u, err := url.Parse(raw)
+	if err != nil || !u.IsAbs() || u.Host == "" || u.Opaque != "" {
+		return errors.New("not an absolute URL")
+	}
+	if u.Scheme != "https" {
+		return errors.New("scheme must be https")
+	}
+	if u.User != nil || u.Fragment != "" || strings.Contains(raw, "#") {
+		return errors.New("must not have user info or a fragment")
+	}
+	host := strings.ToLower(strings.TrimSuffix(u.Hostname(), "."))
+	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return errors.New("must not point to localhost")
+	}
+	if ip := net.ParseIP(host); ip != nil && !publicIP(ip) {
+		return errors.New("must not point to a loopback, private, link-local or unspecified address")
+	}
+	return nil
+}
+
+func publicIP(ip net.IP) bool {
+	return !(ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() ||
+		ip.IsInterfaceLocalMulticast() || ip.IsMulticast() || ip.IsUnspecified())
 }
 
 // SecretHasher hashes app secrets with HMAC-SHA256 under a key derived from the KEK.

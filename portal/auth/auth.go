@@ -1,8 +1,9 @@
 // Package auth signs the customer's staff into the portal (TOM §2): password
 // (argon2id), then the mandatory second factor (TOTP, or a recovery code), with
 // sessions whose tokens are stored only as hashes and that end on idle, on an
-// absolute limit, and on logout. An account without a second factor can do nothing
-// but enrol one.
+// absolute limit, on logout and (all of the account's) on a password change. An
+// account without a second factor can do nothing but enrol one. Guessing is limited
+// per account (lockout, portal/account) and per client address (Throttle).
 package auth
 
 import (
@@ -10,6 +11,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"database/sql"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -45,10 +47,11 @@ var (
 
 // Config sets the session limits.
 type Config struct {
-	IdleTimeout     time.Duration // default 30 min
-	AbsoluteTimeout time.Duration // default 12 h
-	PendingTimeout  time.Duration // password accepted, second factor pending: default 10 min
-	Issuer          string        // shown in authenticator apps
+	IdleTimeout     time.Duration  // default 30 min
+	AbsoluteTimeout time.Duration  // default 12 h
+	PendingTimeout  time.Duration  // password accepted, second factor pending: default 10 min
+	Issuer          string         // shown in authenticator apps
+	Policy          account.Policy // the password policy of ChangePassword
 	Now             func() time.Time
 }
 
@@ -173,16 +176,21 @@ func recordFailure(ctx context.Context, tx bun.Tx, accountID uuid.UUID, step, re
 	return nil
 }
 
-// open creates a password-stage session and returns its token: the account id
-// (to find the row under the account's RLS) and 256 random bits.
+// open creates a password-stage session and returns its token.
 func (s *Service) open(ctx context.Context, tx bun.Tx, accountID uuid.UUID) (string, error) {
+	return s.insertSession(ctx, tx, accountID, "password", s.cfg.Now().Add(s.cfg.PendingTimeout))
+}
+
+// insertSession stores a new session of the account and returns its token: the
+// account id (to find the row under the account's RLS) and 256 random bits.
+func (s *Service) insertSession(ctx context.Context, tx bun.Tx, accountID uuid.UUID, stage string, expires time.Time) (string, error) {
 	secret := make([]byte, 32)
 	if _, err := rand.Read(secret); err != nil {
 		return "", err
 	}
 	token := base64.RawURLEncoding.EncodeToString(accountID[:]) + "." + base64.RawURLEncoding.EncodeToString(secret)
-	_, err := tx.ExecContext(ctx, `INSERT INTO portal_sessions (id_hash, account_id, stage, expires_at) VALUES (?, ?, 'password', ?)`,
-		tokenHash(token), accountID, s.cfg.Now().Add(s.cfg.PendingTimeout))
+	_, err := tx.ExecContext(ctx, `INSERT INTO portal_sessions (id_hash, account_id, stage, expires_at, created_at, last_seen_at)
+		VALUES (?, ?, ?, ?, ?, ?)`, tokenHash(token), accountID, stage, expires, s.cfg.Now(), s.cfg.Now())
 	return token, err
 }
 
@@ -331,6 +339,108 @@ func (s *Service) ConfirmEnrolment(ctx context.Context, sess *Session, code stri
 		return s.upgrade(ctx, tx, sess)
 	})
 	return codes, err
+}
+
+// ErrWrongPassword: ChangePassword's current password is not the account's.
+var ErrWrongPassword = errors.New("auth: the current password is not correct")
+
+// ErrSamePassword: ChangePassword's new password is the current one.
+var ErrSamePassword = errors.New("auth: the new password is the current one")
+
+// ChangePassword sets a new password for the account of the full session sess. The
+// current password must be given: a wrong one answers ErrWrongPassword and counts
+// as a failed login (lockout, account.login_failed with step change_password); a
+// locked account answers a *account.LockedError. The new password must meet the
+// policy (a *account.PolicyError) and differ from the current one
+// (ErrSamePassword).
+//
+// On success the argon2id hash is stored, every session of the account is revoked
+// — other browsers are signed out — and sess is replaced by a new full session (the
+// returned token; the old token is refused from now on) that keeps sess's absolute
+// limit. account.password_changed is written in the same transaction.
+func (s *Service) ChangePassword(ctx context.Context, sess *Session, current, next string) (string, error) {
+	if sess == nil || !sess.Full {
+		return "", ErrNoSession
+	}
+	var (
+		token   string
+		newHash []byte
+		refusal error
+	)
+	err := s.db.InAccount(ctx, sess.AccountID, uuid.Nil, func(ctx context.Context, tx bun.Tx) error {
+		now := s.cfg.Now()
+		var expires time.Time
+		err := tx.NewRaw(`SELECT expires_at FROM portal_sessions
+			WHERE id_hash = ? AND stage = 'full' AND revoked_at IS NULL AND expires_at > ? FOR UPDATE`,
+			sess.idHash, now).Scan(ctx, &expires)
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrNoSession // ended (logout, another change) since the request began
+		}
+		if err != nil {
+			return err
+		}
+		if err := s.accounts.CheckLocked(ctx, tx, sess.AccountID); err != nil {
+			if !errors.Is(err, account.ErrLocked) {
+				return err
+			}
+			refusal = err
+			return recordFailure(ctx, tx, sess.AccountID, "change_password", "locked", account.LockState{})
+		}
+		var hash, email, name string
+		if err := tx.NewRaw(`SELECT password_hash, email, display_name FROM portal_accounts WHERE id = ?`, sess.AccountID).
+			Scan(ctx, &hash, &email, &name); err != nil {
+			return err
+		}
+		if ok, err := password.Verify(current, hash); err != nil || !ok {
+			// Committed (the function returns nil): the failure must count.
+			refusal = ErrWrongPassword
+			st, err := s.accounts.RecordFailure(ctx, tx, sess.AccountID)
+			if err != nil {
+				return err
+			}
+			return recordFailure(ctx, tx, sess.AccountID, "change_password", "wrong_password", st)
+		}
+		if next == current {
+			refusal = ErrSamePassword
+			return nil
+		}
+		if err := s.cfg.Policy.Check(next, account.PolicyContext{Email: email, Name: name}); err != nil {
+			refusal = err
+			return nil
+		}
+		h, err := password.Hash(next)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE portal_accounts SET password_hash = ?, updated_at = ? WHERE id = ?`,
+			h, now, sess.AccountID); err != nil {
+			return err
+		}
+		res, err := tx.ExecContext(ctx, `UPDATE portal_sessions SET revoked_at = ?
+			WHERE account_id = ? AND revoked_at IS NULL AND id_hash <> ?`, now, sess.AccountID, sess.idHash)
+		if err != nil {
+			return err
+		}
+		others, _ := res.RowsAffected()
+		if _, err := tx.ExecContext(ctx, `UPDATE portal_sessions SET revoked_at = ? WHERE id_hash = ?`, now, sess.idHash); err != nil {
+			return err
+		}
+		if token, err = s.insertSession(ctx, tx, sess.AccountID, "full", expires); err != nil {
+			return err
+		}
+		newHash = tokenHash(token)
+		actor := "account:" + sess.AccountID.String()
+		return audit.RecordPlatform(ctx, tx, audit.PlatformEvent{Actor: actor, Action: "account.password_changed",
+			Target: actor, Outcome: audit.Success, Details: map[string]any{"other_sessions_revoked": others}})
+	})
+	if err != nil {
+		return "", err
+	}
+	if refusal != nil {
+		return "", refusal
+	}
+	sess.idHash = newHash
+	return token, nil
 }
 
 // Logout revokes the session.

@@ -47,18 +47,21 @@ const (
 	DeletionRequest  Operation = "deletion.request"
 	ReportsDownload  Operation = "reports.download"
 	CertificatesRead Operation = "certificates.read"
+	// AppsDelete removes an app with its federation entity (its meta data stays for
+	// billing until the contract ends): owner and admin only, unlike AppsWrite.
+	AppsDelete Operation = "apps.delete"
 )
 
 // Operations lists every operation (for the matrix test and documentation).
 var Operations = []Operation{TenantRead, TenantUpdate, AppsRead, AppsWrite, MembersRead, MembersManage,
-	BillingRead, AuditRead, ComplianceRead, DeletionRequest, ReportsDownload, CertificatesRead}
+	BillingRead, AuditRead, ComplianceRead, DeletionRequest, ReportsDownload, CertificatesRead, AppsDelete}
 
 // matrix is the policy. Read access is given where a role's work needs it; write
 // access only to the roles whose job it is.
 var matrix = map[Role][]Operation{
 	Owner: Operations,
 	Admin: {TenantRead, TenantUpdate, AppsRead, AppsWrite, MembersRead, MembersManage, AuditRead,
-		ComplianceRead, CertificatesRead},
+		ComplianceRead, CertificatesRead, AppsDelete},
 	Developer: {TenantRead, AppsRead, AppsWrite, CertificatesRead},
 	Billing:   {TenantRead, BillingRead},
 	DPO:       {TenantRead, AppsRead, AuditRead, ComplianceRead, DeletionRequest, ReportsDownload, CertificatesRead},
@@ -160,10 +163,13 @@ type PlatformOperation string
 const (
 	PlatformTenantsRead  PlatformOperation = "platform.tenants.read"
 	PlatformTenantsWrite PlatformOperation = "platform.tenants.write"
+	// PlatformAppsFederation records an app's registration status with gematik
+	// (federation.RegistrationStatus); it touches that status only, no other app data.
+	PlatformAppsFederation PlatformOperation = "platform.apps.federation_status"
 )
 
 // PlatformOperations lists every platform operation; an operator may do all of them.
-var PlatformOperations = []PlatformOperation{PlatformTenantsRead, PlatformTenantsWrite}
+var PlatformOperations = []PlatformOperation{PlatformTenantsRead, PlatformTenantsWrite, PlatformAppsFederation}
 
 // RequireOperator checks that accountID is a platform operator (platform_operators,
 // granted with `mimoto operator grant`), inside the caller's transaction: the

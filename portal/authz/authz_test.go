@@ -17,13 +17,13 @@ import (
 // change this table too.
 func TestRoleMatrix(t *testing.T) {
 	want := map[authz.Role]string{
-		// tenant.read tenant.update apps.read apps.write members.read members.manage billing.read audit.read compliance.read deletion.request reports.download certificates.read
-		authz.Owner:     "YYYYYYYYYYYY",
-		authz.Admin:     "YYYYYY-YY--Y",
-		authz.Developer: "Y-YY-------Y",
-		authz.Billing:   "Y-----Y-----",
-		authz.DPO:       "Y-Y----YYYYY",
-		authz.Auditor:   "Y-Y-Y-YYY-YY",
+		// tenant.read tenant.update apps.read apps.write members.read members.manage billing.read audit.read compliance.read deletion.request reports.download certificates.read apps.delete
+		authz.Owner:     "YYYYYYYYYYYYY",
+		authz.Admin:     "YYYYYY-YY--YY",
+		authz.Developer: "Y-YY-------Y-",
+		authz.Billing:   "Y-----Y------",
+		authz.DPO:       "Y-Y----YYYYY-",
+		authz.Auditor:   "Y-Y-Y-YYY-YY-",
 	}
 	for _, role := range authz.Roles {
 		row := want[role]

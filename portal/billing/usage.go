@@ -18,21 +18,26 @@ type Month struct {
 	Month         string // YYYY-MM
 	AppID         uuid.UUID
 	AppName       string
+	AppDeleted    bool // the app was deleted since; its meta data stays until the contract ends
 	Logins        int
 	DistinctUsers int
 }
 
 // Usage lists the tenant's usage for the months from..to (inclusive, first of month
-// UTC), one query for all apps.
+// UTC), one query for all apps, deleted ones included (named from their tombstone in
+// deleted_apps).
 func Usage(ctx context.Context, tx bun.IDB, tenantID uuid.UUID, from, to time.Time) ([]Month, error) {
 	rows, err := db.QueryPrepared(ctx, tx, `
-		SELECT to_char(date_trunc('month', e.occurred_at AT TIME ZONE 'UTC'), 'YYYY-MM') AS month,
-		       a.id, a.name, count(*), count(DISTINCT e.pseudonym)
-		  FROM login_events e JOIN apps a ON a.id = e.app_id
-		 WHERE e.tenant_id = $1 AND e.step = 'authenticated'
-		   AND e.occurred_at >= $2 AND e.occurred_at < $3
-		 GROUP BY 1, a.id, a.name
-		 ORDER BY 1, a.name`, tenantID, from, to.AddDate(0, 1, 0))
+		SELECT u.month, u.app_id, coalesce(a.name, d.name, ''), a.id IS NULL, u.logins, u.users
+		  FROM (SELECT to_char(date_trunc('month', e.occurred_at AT TIME ZONE 'UTC'), 'YYYY-MM') AS month,
+		               e.app_id, count(*) AS logins, count(DISTINCT e.pseudonym) AS users
+		          FROM login_events e
+		         WHERE e.tenant_id = $1 AND e.step = 'authenticated'
+		           AND e.occurred_at >= $2 AND e.occurred_at < $3
+		         GROUP BY 1, 2) u
+		  LEFT JOIN apps a ON a.id = u.app_id AND a.tenant_id = $1
+		  LEFT JOIN deleted_apps d ON d.app_id = u.app_id AND d.tenant_id = $1
+		 ORDER BY 1, 3, 2`, tenantID, from, to.AddDate(0, 1, 0))
 	if err != nil {
 		return nil, err
 	}
@@ -40,7 +45,7 @@ func Usage(ctx context.Context, tx bun.IDB, tenantID uuid.UUID, from, to time.Ti
 	out := []Month{}
 	for rows.Next() {
 		var m Month
-		if err := rows.Scan(&m.Month, &m.AppID, &m.AppName, &m.Logins, &m.DistinctUsers); err != nil {
+		if err := rows.Scan(&m.Month, &m.AppID, &m.AppName, &m.AppDeleted, &m.Logins, &m.DistinctUsers); err != nil {
 			return nil, err
 		}
 		out = append(out, m)

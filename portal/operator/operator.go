@@ -14,6 +14,13 @@
 // tenant's own trail (tenant.status_change, tenant.contract_change), so the customer
 // sees what the platform did to its account. An operator sees the tenants' contract
 // data only — none of their apps, members or meta data.
+//
+// One operation reaches an app: SetAppFederationStatus records where the app's
+// registration with gematik stands (federation.RegistrationStatus). The registration
+// is an out-of-band process that the platform runs for the installation's entities,
+// so only operators set the status (the database refuses the service role); the
+// tenant reads it on the app, and each change lands in the tenant's trail
+// (app.federation_status_change) as well as the platform's.
 package operator
 
 import (
@@ -31,6 +38,7 @@ import (
 	"github.com/azuma/mimoto/compliance/audit"
 	"github.com/azuma/mimoto/db"
 	"github.com/azuma/mimoto/internal/keyset"
+	"github.com/azuma/mimoto/oidc/federation"
 	"github.com/azuma/mimoto/portal/authz"
 )
 
@@ -64,6 +72,8 @@ var (
 	// ErrTerminated: a terminated tenant's status is final (its data is due for the
 	// contract-end purge).
 	ErrTerminated = errors.New("operator: a terminated tenant's status cannot change")
+	// ErrAppNotFound: no app with that id (in any tenant).
+	ErrAppNotFound = fmt.Errorf("operator: no such app: %w", authz.ErrNotFound)
 	// ErrNoAccount: `operator grant` names an e-mail address without a verified account.
 	ErrNoAccount = errors.New("operator: no verified portal account with that e-mail address")
 )
@@ -212,6 +222,95 @@ func (s *Service) SetContract(ctx context.Context, actor, tenantID uuid.UUID, st
 			return err
 		})
 	return t, err
+}
+
+// AppFederation is an app's registration status as an operator sets it: ids and the
+// status, nothing else of the app.
+type AppFederation struct {
+	AppID     uuid.UUID
+	TenantID  uuid.UUID
+	Status    federation.RegistrationStatus
+	Note      string     // "" for none
+	ChangedAt *time.Time // nil: never changed
+}
+
+// MaxNoteLength bounds the note on a registration status change.
+const MaxNoteLength = 500
+
+// SetAppFederationStatus records where the app's registration with gematik stands,
+// with an optional note (a ticket number, gematik's answer: shown to the tenant, no
+// personal data). Any status may follow any other (corrections included); setting the
+// current status and note again changes nothing and records nothing in the tenant's
+// trail. Writes app.federation_status_change in the app's tenant's trail.
+// ErrAppNotFound for an unknown app.
+func (s *Service) SetAppFederationStatus(ctx context.Context, actor, appID uuid.UUID, status federation.RegistrationStatus,
+	note string) (*AppFederation, error) {
+	if !status.Valid() {
+		return nil, &InputError{"status", "unknown status"}
+	}
+	note = strings.TrimSpace(note)
+	if len([]rune(note)) > MaxNoteLength || strings.ContainsFunc(note, isControl) {
+		return nil, &InputError{"note", fmt.Sprintf("at most %d printable characters", MaxNoteLength)}
+	}
+	var out *AppFederation
+	err := s.run(ctx, actor, authz.PlatformAppsFederation, "operator.apps.set_federation_status",
+		map[string]any{"app": appID.String(), "status": string(status)}, func(ctx context.Context, tx bun.Tx) error {
+			cur, err := readAppFederation(ctx, tx, appID)
+			if err != nil {
+				return err
+			}
+			if cur.Status == status && cur.Note == note {
+				out = cur
+				return nil
+			}
+			var n any
+			if note != "" {
+				n = note
+			}
+			at := time.Now()
+			if err := tx.NewRaw(`UPDATE apps SET federation_status = ?, federation_status_note = ?,
+				federation_status_changed_at = now() WHERE id = ? RETURNING federation_status_changed_at`,
+				string(status), n, appID).Scan(ctx, &at); err != nil {
+				return fmt.Errorf("operator: setting federation status: %w", err)
+			}
+			details := map[string]any{"from": string(cur.Status), "to": string(status)}
+			if note != "" {
+				details["note"] = note
+			}
+			if err := audit.Record(ctx, tx, audit.Event{TenantID: cur.TenantID, Actor: actorName(actor),
+				Action: "app.federation_status_change", Target: "app:" + appID.String(), Outcome: audit.Success,
+				Details: details}); err != nil {
+				return err
+			}
+			out = &AppFederation{AppID: appID, TenantID: cur.TenantID, Status: status, Note: note, ChangedAt: &at}
+			return nil
+		})
+	return out, err
+}
+
+func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
+
+func readAppFederation(ctx context.Context, tx bun.Tx, appID uuid.UUID) (*AppFederation, error) {
+	var (
+		a       AppFederation
+		status  string
+		note    sql.NullString
+		changed sql.NullTime
+	)
+	err := tx.QueryRowContext(ctx, `SELECT id, tenant_id, federation_status, federation_status_note, federation_status_changed_at
+		FROM apps WHERE id = ? FOR UPDATE`, appID).Scan(&a.AppID, &a.TenantID, &status, &note, &changed)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrAppNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("operator: reading app: %w", err)
+	}
+	a.Status, a.Note = federation.RegistrationStatus(status), note.String
+	if changed.Valid {
+		t := changed.Time
+		a.ChangedAt = &t
+	}
+	return &a, nil
 }
 
 // run decides op for actor (authz, in the actor's own transaction), records a refusal
