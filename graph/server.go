@@ -100,7 +100,7 @@ func Handler(r *Resolver, o Options) http.Handler {
 		hc := &httpContext{w: w, r: req, secure: o.SecureCookies, auth: r.Auth}
 		ctx := context.WithValue(req.Context(), httpKey{}, hc)
 		srv.ServeHTTP(w, req.WithContext(ctx))
-		hc.finish(context.WithoutCancel(ctx))
+		hc.finish(context.WithoutCancel(ctx), r.DB)
 	})
 }
 
@@ -117,8 +117,9 @@ type httpContext struct {
 	sess *auth.Session
 	err  error
 
-	scopeMu sync.Mutex
-	scope   *readScope
+	scopeMu    sync.Mutex
+	scope      *readScope
+	prefetched map[string]any // results read ahead for child fields (prefetch.go)
 }
 
 func httpFrom(ctx context.Context) *httpContext {

@@ -7,6 +7,7 @@ package graph
 
 import (
 	"context"
+	"database/sql"
 	"strings"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/azuma/mimoto/portal/apps"
 	"github.com/azuma/mimoto/portal/authz"
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/uptrace/bun"
 )
 
@@ -123,46 +125,78 @@ func (r *mutationResolver) DeleteApp(ctx context.Context, tenantID uuid.UUID, ap
 // Tenant is the resolver for the tenant field.
 func (r *queryResolver) Tenant(ctx context.Context, id uuid.UUID) (*model.Tenant, error) {
 	t := &model.Tenant{ID: id}
-	err := r.inTenant(ctx, id, authz.TenantRead, func(ctx context.Context, tx bun.Tx, _ string) error {
-		var (
-			status string
-			start  time.Time
-			end    *time.Time
-		)
-		if err := db.QueryRowPrepared(ctx, tx, `SELECT name, status, contract_start, contract_end FROM tenants WHERE id = $1`, id).
-			Scan(&t.Name, &status, &start, &end); err != nil {
-			return err
+	var (
+		status string
+		start  time.Time
+		end    *time.Time
+		found  bool
+	)
+	pre := tenantPrefetches(ctx, id)
+	ops := []authz.Operation{authz.TenantRead}
+	stmts := []db.Statement{{
+		SQL:  `SELECT name, status, contract_start, contract_end FROM tenants WHERE id = $1`,
+		Args: []any{id},
+		Scan: func(rows pgx.Rows) error {
+			if !rows.Next() {
+				return nil
+			}
+			found = true
+			return rows.Scan(&t.Name, &status, &start, &end)
+		}}}
+	for _, p := range pre {
+		ops, stmts = append(ops, p.op), append(stmts, p.stmt)
+	}
+	permitted, err := r.readBatchFor(ctx, id, ops, stmts)
+	if err == nil && found {
+		for _, p := range pre {
+			if permitted[p.op] {
+				p.store(httpFrom(ctx))
+			}
 		}
-		t.Status = model.TenantStatus(strings.ToUpper(status))
-		t.ContractStart = start.Format(time.DateOnly)
-		if end != nil {
-			e := end.Format(time.DateOnly)
-			t.ContractEnd = &e
-		}
-		return nil
-	})
-	return t, portalError(err)
+	}
+	if err == nil && !found {
+		err = sql.ErrNoRows
+	}
+	if err != nil {
+		return t, portalError(err)
+	}
+	t.Status = model.TenantStatus(strings.ToUpper(status))
+	t.ContractStart = start.Format(time.DateOnly)
+	if end != nil {
+		e := end.Format(time.DateOnly)
+		t.ContractEnd = &e
+	}
+	return t, nil
 }
 
 // Apps is the resolver for the apps field.
 func (r *tenantResolver) Apps(ctx context.Context, obj *model.Tenant, first *int, after *string) (*model.AppConnection, error) {
 	conn := &model.AppConnection{Edges: []model.AppEdge{}, PageInfo: &model.PageInfo{}}
-	err := r.inTenant(ctx, obj.ID, authz.AppsRead, func(ctx context.Context, tx bun.Tx, _ string) error {
-		page, more, err := apps.Page(ctx, tx, obj.ID, derefInt(first, 20), deref(after))
+	var (
+		page []apps.App
+		more bool
+	)
+	if v, ok := httpFrom(ctx).take(appsKey(obj.ID, derefInt(first, 20), deref(after))); ok {
+		page, more = v.(appsPage).page, v.(appsPage).more
+	} else {
+		stmt, result, err := apps.PageStatement(obj.ID, derefInt(first, 20), deref(after))
+		if err == nil {
+			err = r.readBatch(ctx, obj.ID, authz.AppsRead, stmt)
+		}
 		if err != nil {
-			return err
+			return conn, portalError(err)
 		}
-		for _, a := range page {
-			conn.Edges = append(conn.Edges, model.AppEdge{Cursor: apps.Cursor(a), Node: appModel(a)})
-		}
-		conn.PageInfo.HasNextPage = more
-		if n := len(page); n > 0 {
-			c := apps.Cursor(page[n-1])
-			conn.PageInfo.EndCursor = &c
-		}
-		return nil
-	})
-	return conn, portalError(err)
+		page, more = result()
+	}
+	for _, a := range page {
+		conn.Edges = append(conn.Edges, model.AppEdge{Cursor: apps.Cursor(a), Node: appModel(a)})
+	}
+	conn.PageInfo.HasNextPage = more
+	if n := len(page); n > 0 {
+		c := apps.Cursor(page[n-1])
+		conn.PageInfo.EndCursor = &c
+	}
+	return conn, nil
 }
 
 // App is the resolver for the app field.

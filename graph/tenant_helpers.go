@@ -121,6 +121,21 @@ func derefInt(i *int, def int) int {
 }
 
 // monthArg reads an optional YYYY-MM argument.
+// usageRange is the usage field's months: from..to, by default the last twelve.
+func usageRange(from, to *string) (time.Time, time.Time, error) {
+	now := time.Now().UTC()
+	toT := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC)
+	fromT := toT.AddDate(0, -11, 0)
+	var err error
+	if fromT, err = monthArg("from", fromT, from); err != nil {
+		return fromT, toT, err
+	}
+	if toT, err = monthArg("to", toT, to); err != nil {
+		return fromT, toT, err
+	}
+	return fromT, toT, nil
+}
+
 func monthArg(field string, def time.Time, v *string) (time.Time, error) {
 	if v == nil || *v == "" {
 		return def, nil

@@ -9,7 +9,6 @@ import (
 	"context"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/azuma/mimoto/compliance/audit"
 	"github.com/azuma/mimoto/graph/model"
@@ -20,25 +19,21 @@ import (
 
 // Usage is the resolver for the usage field.
 func (r *tenantResolver) Usage(ctx context.Context, obj *model.Tenant, from *string, to *string) ([]model.UsageMonth, error) {
-	now := time.Now().UTC()
-	toT := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC)
-	fromT := toT.AddDate(0, -11, 0)
-	var err error
-	if fromT, err = monthArg("from", fromT, from); err != nil {
-		return nil, err
-	}
-	if toT, err = monthArg("to", toT, to); err != nil {
+	fromT, toT, err := usageRange(from, to)
+	if err != nil {
 		return nil, err
 	}
 	out := []model.UsageMonth{}
-	err = r.inTenant(ctx, obj.ID, authz.BillingRead, func(ctx context.Context, tx bun.Tx, _ string) error {
-		months, err := billing.Usage(ctx, tx, obj.ID, fromT, toT)
-		for _, m := range months {
-			out = append(out, model.UsageMonth{Month: m.Month, AppID: m.AppID, AppName: m.AppName, AppDeleted: m.AppDeleted, Logins: m.Logins, DistinctUsers: m.DistinctUsers})
-		}
-		return err
-	})
-	return out, portalError(err)
+	var months []billing.Month
+	if v, ok := httpFrom(ctx).take(usageKey(obj.ID, fromT, toT)); ok {
+		months = v.([]billing.Month)
+	} else if err := r.readBatch(ctx, obj.ID, authz.BillingRead, billing.UsageStatement(obj.ID, fromT, toT, &months)); err != nil {
+		return out, portalError(err)
+	}
+	for _, m := range months {
+		out = append(out, model.UsageMonth{Month: m.Month, AppID: m.AppID, AppName: m.AppName, AppDeleted: m.AppDeleted, Logins: m.Logins, DistinctUsers: m.DistinctUsers})
+	}
+	return out, nil
 }
 
 // AuditEvents is the resolver for the auditEvents field.

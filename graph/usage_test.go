@@ -3,6 +3,9 @@ package graph_test
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -96,6 +99,9 @@ func TestDashboardQueriesDoNotGrowWithApps(t *testing.T) {
 	for i := 0; i < 2; i++ {
 		p.do(owner, qCreateApp, map[string]any{"t": p.tenant, "in": appInput(fmt.Sprintf("A%d", i))})
 	}
+	// The first read of a minute also records the owner role's use; compare the
+	// reads after it.
+	count()
 	few := count()
 	for i := 2; i < 12; i++ {
 		p.do(owner, qCreateApp, map[string]any{"t": p.tenant, "in": appInput(fmt.Sprintf("A%d", i))})
@@ -104,4 +110,84 @@ func TestDashboardQueriesDoNotGrowWithApps(t *testing.T) {
 		t.Fatalf("dashboard ran %d queries with 2 apps, %d with 12", few, many)
 	}
 	t.Logf("dashboard: %d statements per request", few)
+}
+
+// The tenant field reads the dashboard's apps and usage ahead in its own batch; what
+// a member's roles do not permit is still refused (and the permitted part served).
+func TestDashboardReadAheadKeepsRoles(t *testing.T) {
+	p, _ := newPortal(t)
+	owner := p.signIn("anna@praxis.test")
+	p.do(owner, qCreateApp, map[string]any{"t": p.tenant, "in": appInput("Praxis-App")})
+	const dashboard = `query($id: ID!) { tenant(id: $id) { name apps(first: 10) { edges { node { name } } } usage { month logins } } }`
+	for _, c := range []struct {
+		role, refused, served string
+	}{
+		{"billing", "apps", "usage"},
+		{"developer", "usage", "apps"},
+	} {
+		r := p.do(p.member(p.tenant, c.role+"@praxis.test", c.role), dashboard, map[string]any{"id": p.tenant})
+		if r.code() == "" {
+			t.Fatalf("%s: the dashboard answered without an error: %+v", c.role, r)
+		}
+		if got := errorCodeAt(r, c.refused); got != "FORBIDDEN" {
+			t.Errorf("%s: %s answered %q, want FORBIDDEN (errors %+v)", c.role, c.refused, got, r.Errors)
+		}
+		if got := errorCodeAt(r, c.served); got != "" {
+			t.Errorf("%s: %s refused with %q", c.role, c.served, got)
+		}
+	}
+	// The owner gets everything, from the read-ahead.
+	r := p.do(owner, dashboard, map[string]any{"id": p.tenant})
+	if r.code() != "" {
+		t.Fatalf("owner: %+v", r.Errors)
+	}
+	edges := r.Data["tenant"].(map[string]any)["apps"].(map[string]any)["edges"].([]any)
+	if len(edges) != 1 {
+		t.Fatalf("owner sees %d apps, want 1", len(edges))
+	}
+}
+
+// errorCodeAt is the code of the error whose path ends in field ("" if none).
+func errorCodeAt(r gqlResponse, field string) string {
+	for _, e := range r.Errors {
+		if e.Path != nil && len(e.Path) > 0 && fmt.Sprint(e.Path[len(e.Path)-1]) == field {
+			c, _ := e.Extensions["code"].(string)
+			return c
+		}
+	}
+	return ""
+}
+
+// The dashboard's first batch also checks the session: a logged-out, a password-only
+// or a forged session gets UNAUTHENTICATED and none of the tenant's data.
+func TestDashboardBatchChecksTheSession(t *testing.T) {
+	p, _ := newPortal(t)
+	owner := p.signIn("anna@praxis.test")
+	p.do(owner, qCreateApp, map[string]any{"t": p.tenant, "in": appInput("Praxis-App")})
+	const dashboard = `query($id: ID!) { tenant(id: $id) { name apps(first: 10) { edges { node { name } } } usage { month } } }`
+	refused := func(name string, c *http.Client) {
+		t.Helper()
+		r := p.do(c, dashboard, map[string]any{"id": p.tenant})
+		if r.code() != graph.CodeUnauthenticated || r.Data["tenant"] != nil {
+			t.Errorf("%s: %+v", name, r)
+		}
+	}
+	// Password only: the second factor is missing.
+	half := newBrowser()
+	p.do(half, qLogin, map[string]any{"e": "anna@praxis.test", "p": pw})
+	refused("password-only session", half)
+	// A forged token naming the owner's account.
+	forged := newBrowser()
+	u, _ := url.Parse(p.srv.URL)
+	var account string
+	for _, ck := range owner.Jar.Cookies(u) {
+		if ck.Name == graph.CookieName {
+			account, _, _ = strings.Cut(ck.Value, ".")
+		}
+	}
+	forged.Jar.SetCookies(u, []*http.Cookie{{Name: graph.CookieName, Value: account + ".forged-token-forged-token-forged-token"}})
+	refused("forged token of a real account", forged)
+	// Logged out.
+	p.do(owner, qLogout, nil)
+	refused("after logout", owner)
 }

@@ -29,10 +29,12 @@ import (
 
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/dialect/pgdialect"
 
 	"github.com/azuma/mimoto/compliance/audit"
+	"github.com/azuma/mimoto/db"
 	"github.com/azuma/mimoto/internal/keyset"
 	"github.com/azuma/mimoto/oidc/federation"
 	"github.com/azuma/mimoto/oidc/provider"
@@ -290,6 +292,49 @@ func Page(ctx context.Context, tx bun.IDB, tenantID uuid.UUID, first int, after 
 		out = out[:first]
 	}
 	return out, more, rows.Err()
+}
+
+// PageStatement is Page as one prepared statement of a db batch (the cursor is a
+// parameter, NULL on the first page). After the batch ran, result returns what Page
+// would have.
+func PageStatement(tenantID uuid.UUID, first int, after string) (stmt db.Statement, result func() ([]App, bool), err error) {
+	if first <= 0 || first > 100 {
+		first = 20
+	}
+	var (
+		at *time.Time
+		id *uuid.UUID
+	)
+	if after != "" {
+		t, u, err := keyset.Decode(after)
+		if err != nil {
+			return db.Statement{}, nil, &InputError{"after", "not a cursor of this list"}
+		}
+		at, id = &t, &u
+	}
+	var out []App
+	stmt = db.Statement{
+		SQL: `SELECT ` + appColumns + ` FROM apps WHERE tenant_id = $1
+		        AND ($2::timestamptz IS NULL OR (created_at, id) > ($2::timestamptz, $3::uuid))
+		      ORDER BY created_at, id LIMIT $4`,
+		Args: []any{tenantID, at, id, first + 1},
+		Scan: func(rows pgx.Rows) error {
+			for rows.Next() {
+				var a App
+				if err := rows.Scan(&a.ID, &a.TenantID, &a.Name, &a.ClientID, &a.RedirectURIs, &a.Scopes, &a.AuthMethod,
+					&a.JWKSURI, &a.RequirePAR, &a.FAPI2, &a.CreatedAt, &a.FederationKey); err != nil {
+					return err
+				}
+				out = append(out, a)
+			}
+			return nil
+		}}
+	return stmt, func() ([]App, bool) {
+		if len(out) > first {
+			return out[:first], true
+		}
+		return out, false
+	}, nil
 }
 
 // appColumns are the columns scanApp reads, in its order.

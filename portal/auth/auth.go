@@ -202,21 +202,39 @@ func tokenHash(token string) []byte {
 // Authenticate resolves a session token: unknown, revoked, expired (absolute) or
 // idle sessions are refused. The idle clock is refreshed.
 func (s *Service) Authenticate(ctx context.Context, token string) (*Session, error) {
+	accountID, check, result, err := s.SessionCheck(token)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.db.AccountBatch(ctx, accountID, uuid.Nil, check); err != nil {
+		return nil, err
+	}
+	return result()
+}
+
+// SessionCheck is Authenticate as a statement for a batch of the token's account
+// (db.AccountBatch with the returned account id), so that a caller can send it with
+// the request's first reads in one round trip. After the batch, result returns the
+// session or ErrNoSession; the caller must use nothing else the batch read unless it
+// returns a session. The statement writes last_seen_at only when it is older than
+// touchInterval: most requests only read (no WAL, no commit flush).
+func (s *Service) SessionCheck(token string) (accountID uuid.UUID, check db.Statement, result func() (*Session, error), err error) {
 	prefix, _, ok := strings.Cut(token, ".")
 	raw, err := base64.RawURLEncoding.DecodeString(prefix)
 	if !ok || err != nil || len(raw) != 16 || len(token) > 200 {
-		return nil, ErrNoSession
+		return uuid.Nil, db.Statement{}, nil, ErrNoSession
 	}
-	accountID, _ := uuid.FromBytes(raw)
+	accountID, _ = uuid.FromBytes(raw)
 	if accountID == uuid.Nil {
-		return nil, ErrNoSession
+		return uuid.Nil, db.Statement{}, nil, ErrNoSession
 	}
 	sess := &Session{AccountID: accountID, idHash: tokenHash(token)}
 	now := s.cfg.Now()
-	var stage string
-	// One round trip, and a write only when last_seen_at is older than
-	// touchInterval: most requests only read (no WAL, no commit flush).
-	err = s.db.AccountBatch(ctx, accountID, uuid.Nil, db.Statement{
+	var (
+		stage string
+		found bool
+	)
+	check = db.Statement{
 		SQL: `WITH s AS (SELECT id_hash, stage, last_seen_at FROM portal_sessions
 		                  WHERE id_hash = $1 AND revoked_at IS NULL AND expires_at > $2 AND last_seen_at > $3),
 		          touched AS (UPDATE portal_sessions p SET last_seen_at = $2 FROM s
@@ -224,19 +242,19 @@ func (s *Service) Authenticate(ctx context.Context, token string) (*Session, err
 		     SELECT stage FROM s`,
 		Args: []any{sess.idHash, now, now.Add(-s.cfg.IdleTimeout), now.Add(-touchInterval)},
 		Scan: func(rows pgx.Rows) error {
-			if !rows.Next() {
-				return ErrNoSession
+			if rows.Next() {
+				found = true
+				return rows.Scan(&stage)
 			}
-			return rows.Scan(&stage)
-		}})
-	if err != nil {
-		if errors.Is(err, ErrNoSession) {
+			return nil
+		}}
+	return accountID, check, func() (*Session, error) {
+		if !found {
 			return nil, ErrNoSession
 		}
-		return nil, err
-	}
-	sess.Full = stage == "full"
-	return sess, nil
+		sess.Full = stage == "full"
+		return sess, nil
+	}, nil
 }
 
 // touchInterval is how stale a session's last_seen_at may get before a request

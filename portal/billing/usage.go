@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/uptrace/bun"
 
 	"github.com/azuma/mimoto/db"
@@ -23,25 +24,26 @@ type Month struct {
 	DistinctUsers int
 }
 
-// Usage lists the tenant's usage for the months from..to (inclusive, first of month
-// UTC), one query for all apps, deleted ones included (named from their tombstone in
-// deleted_apps).
-func Usage(ctx context.Context, tx bun.IDB, tenantID uuid.UUID, from, to time.Time) ([]Month, error) {
-	rows, err := db.QueryPrepared(ctx, tx, `
-		SELECT u.month, u.app_id, coalesce(a.name, d.name, ''), a.id IS NULL, u.logins, u.users
-		  FROM (SELECT to_char(date_trunc('month', e.occurred_at AT TIME ZONE 'UTC'), 'YYYY-MM') AS month,
-		               e.app_id, count(*) AS logins, count(DISTINCT e.pseudonym) AS users
-		          FROM login_events e
-		         WHERE e.tenant_id = $1 AND e.step = 'authenticated'
-		           AND e.occurred_at >= $2 AND e.occurred_at < $3
-		         GROUP BY 1, 2) u
-		  LEFT JOIN apps a ON a.id = u.app_id AND a.tenant_id = $1
-		  LEFT JOIN deleted_apps d ON d.app_id = u.app_id AND d.tenant_id = $1
-		 ORDER BY 1, 3, 2`, tenantID, from, to.AddDate(0, 1, 0))
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
+// usageSQL reads one tenant's usage for [$2, $3) in one query for all apps; an app
+// deleted since keeps its rows and is named from deleted_apps.
+const usageSQL = `
+	SELECT u.month, u.app_id, coalesce(a.name, d.name, ''), a.id IS NULL, u.logins, u.users
+	  FROM (SELECT to_char(date_trunc('month', e.occurred_at AT TIME ZONE 'UTC'), 'YYYY-MM') AS month,
+	               e.app_id, count(*) AS logins, count(DISTINCT e.pseudonym) AS users
+	          FROM login_events e
+	         WHERE e.tenant_id = $1 AND e.step = 'authenticated'
+	           AND e.occurred_at >= $2 AND e.occurred_at < $3
+	         GROUP BY 1, 2) u
+	  LEFT JOIN apps a ON a.id = u.app_id AND a.tenant_id = $1
+	  LEFT JOIN deleted_apps d ON d.app_id = u.app_id AND d.tenant_id = $1
+	 ORDER BY 1, 3, 2`
+
+type rowScanner interface {
+	Next() bool
+	Scan(dest ...any) error
+}
+
+func scanMonths(rows rowScanner) ([]Month, error) {
 	out := []Month{}
 	for rows.Next() {
 		var m Month
@@ -50,7 +52,33 @@ func Usage(ctx context.Context, tx bun.IDB, tenantID uuid.UUID, from, to time.Ti
 		}
 		out = append(out, m)
 	}
+	return out, nil
+}
+
+// Usage lists the tenant's usage for the months from..to (inclusive, first of month
+// UTC), one query for all apps, deleted ones included (named from their tombstone in
+// deleted_apps).
+func Usage(ctx context.Context, tx bun.IDB, tenantID uuid.UUID, from, to time.Time) ([]Month, error) {
+	rows, err := db.QueryPrepared(ctx, tx, usageSQL, tenantID, from, to.AddDate(0, 1, 0))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out, err := scanMonths(rows)
+	if err != nil {
+		return nil, err
+	}
 	return out, rows.Err()
+}
+
+// UsageStatement is Usage as one statement of a db batch; *into receives the rows.
+func UsageStatement(tenantID uuid.UUID, from, to time.Time, into *[]Month) db.Statement {
+	return db.Statement{SQL: usageSQL, Args: []any{tenantID, from, to.AddDate(0, 1, 0)},
+		Scan: func(rows pgx.Rows) error {
+			out, err := scanMonths(rows)
+			*into = out
+			return err
+		}}
 }
 
 // ParseMonth reads YYYY-MM as the first of that month, UTC.
