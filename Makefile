@@ -33,8 +33,12 @@ $(NODE_RP)/node_modules/.package-lock.json: $(NODE_RP)/package-lock.json
 test: build vet node-deps
 	DATABASE_URL="$(PG_URL)" $(GO) test -race -count=1 ./...
 
+# Load drivers run a fixed number of operations (a second of them would be mostly
+# warm-up: new connections preparing their statements); micro-benchmarks run by time.
 bench: build
-	DATABASE_URL="$(PG_URL)" $(GO) test -run '^$$' -bench . -benchmem -count=1 ./...
+	DATABASE_URL="$(PG_URL)" $(GO) test -run '^$$' -bench . -benchmem -count=1 $$($(GO) list ./... | grep -v -e /oidc/provider$$ -e /oidc/broker$$ -e /graph$$)
+	DATABASE_URL="$(PG_URL)" $(GO) test -run '^$$' -bench . -benchmem -count=1 -benchtime 3000x -timeout 30m ./oidc/provider ./graph
+	DATABASE_URL="$(PG_URL)" $(GO) test -run '^$$' -bench . -benchmem -count=1 -benchtime 2000x -timeout 30m ./oidc/broker
 
 generate:
 	$(GO) generate ./...

@@ -42,10 +42,33 @@ func loadClient(concurrency int) *http.Client {
 	return &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 }
 
-// run executes n operations on `concurrency` workers and reports ops/s and latency.
+// warmOps is how many operations run untimed first, so that the measurement is of
+// the steady state (every pooled connection has prepared its statements).
+func warmOps(concurrency int) int { return 4 * concurrency }
+
+// run executes warm untimed operations (indexes n..n+warm-1), then n timed ones on
+// `concurrency` workers, and reports ops/s and latency.
 func runLoad(b *testing.B, n, concurrency int, unit string, op func(c *http.Client, i int) error) {
 	b.Helper()
 	client := loadClient(concurrency)
+	warm := make(chan int)
+	var warmWG sync.WaitGroup
+	for w := 0; w < concurrency; w++ {
+		warmWG.Add(1)
+		go func() {
+			defer warmWG.Done()
+			for i := range warm {
+				if err := op(client, i); err != nil {
+					b.Errorf("warm-up: %v", err)
+				}
+			}
+		}()
+	}
+	for i := n; i < n+warmOps(concurrency); i++ {
+		warm <- i
+	}
+	close(warm)
+	warmWG.Wait()
 	lat := make([]time.Duration, n)
 	var (
 		wg     sync.WaitGroup
@@ -99,8 +122,8 @@ func BenchmarkTokenExchange(b *testing.B) {
 			b.Run(fmt.Sprintf("%s/c%d", method, c), func(b *testing.B) {
 				h := benchHarness(b)
 				a := h.newApp(func(a *app) { a.authMethod = method })
-				flows := make([]*flow, b.N)
-				codes := make([]string, b.N)
+				flows := make([]*flow, b.N+warmOps(c))
+				codes := make([]string, len(flows))
 				for i := range flows {
 					flows[i] = newFlow(a)
 					codes[i] = h.authorize(flows[i].params).Query().Get("code")
