@@ -43,9 +43,22 @@ func TestTenantBatchSeesOnlyItsTenant(t *testing.T) {
 	if n != 0 {
 		t.Errorf("tenant A's batch changed %d of tenant B's apps", n)
 	}
-	// The tenant does not outlive the batch on the pooled connection.
-	if c := count(t, ctx, d.App.Bun, "apps"); c != 0 {
-		t.Errorf("after the batch, a tenant-less query sees %d apps", c)
+	// The tenant does not outlive the batch on the connection that ran it: every idle
+	// connection of the batches' pool is without a tenant afterwards.
+	conns := db.HotPool(d.App).AcquireAllIdle(ctx)
+	if len(conns) == 0 {
+		t.Fatal("the batch left no idle connection to inspect")
+	}
+	for _, c := range conns {
+		var tenant string
+		var apps int
+		if err := c.QueryRow(ctx, `SELECT coalesce(current_setting('mimoto.tenant_id', true), ''), (SELECT count(*) FROM apps)`).Scan(&tenant, &apps); err != nil {
+			t.Fatal(err)
+		}
+		if tenant != "" || apps != 0 {
+			t.Errorf("after the batch its connection has tenant %q and sees %d apps", tenant, apps)
+		}
+		c.Release()
 	}
 }
 

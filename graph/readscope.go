@@ -160,9 +160,13 @@ func (r *Resolver) readBatchFor(ctx context.Context, tenantID uuid.UUID, ops []a
 			}
 			roles = newRolesRead(tenantID, account)
 			sendErr = r.DB.AccountBatch(ctx, account, tenantID, append([]db.Statement{check, roles.stmt}, stmts...)...)
-			if hc.sess, hc.err = result(); hc.err == nil && sendErr != nil {
-				hc.sess, hc.err = nil, sendErr
+			if sendErr != nil {
+				// The session is unknown, not refused: the request fails as an
+				// internal error (logged), not as "not signed in".
+				hc.err = sendErr
+				return
 			}
+			hc.sess, hc.err = result()
 		})
 	}
 	sess, err := session(ctx, true)

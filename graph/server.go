@@ -156,7 +156,10 @@ func session(ctx context.Context, full bool) (*auth.Session, error) {
 		hc.sess, hc.err = hc.auth.Authenticate(ctx, c.Value)
 	})
 	if hc.err != nil {
-		return nil, unauthenticated()
+		if errors.Is(hc.err, auth.ErrNoSession) || errors.Is(hc.err, http.ErrNoCookie) {
+			return nil, unauthenticated()
+		}
+		return nil, hc.err // the database failed: INTERNAL, logged by the error presenter
 	}
 	sess := hc.sess
 	if full && !sess.Full {

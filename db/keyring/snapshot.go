@@ -108,8 +108,8 @@ func (k *Keys) Open(place Place, ciphertext []byte) ([]byte, error) {
 func (k *Keys) ActiveVersion() int { return int(k.active) }
 
 // RecentTTL bounds how long Recent serves a tenant's snapshot. Writes sealed with it
-// guard their key version in SQL (Guard), so a key shredded meanwhile is refused
-// when they commit rather than trusted.
+// guard their key version in SQL (Guard), so a key shredded before they run is
+// refused rather than trusted.
 const RecentTTL = 5 * time.Second
 
 type recentKeys struct {
@@ -167,8 +167,9 @@ func (r *Ring) Forget(tenantID uuid.UUID) {
 
 // Guard is an SQL condition for a statement that writes data sealed under key
 // version $v of tenant $t (placeholder numbers): the key must still exist and not be
-// shredded when the statement commits. A guarded write that wrote nothing should
-// Forget the tenant's snapshot.
+// shredded in the statement's snapshot. A Shred committing while the statement runs
+// is not seen (as with Seal inside a transaction); a write after it is refused. A
+// guarded write that wrote nothing should Forget the tenant's snapshot.
 func Guard(t, v int) string {
 	return fmt.Sprintf(`EXISTS (SELECT 1 FROM tenant_keys k WHERE k.tenant_id = $%d AND k.version = $%d AND k.status <> 'destroyed')`, t, v)
 }

@@ -48,16 +48,28 @@ func resolveClientAddr(r *http.Request, trusted []netip.Prefix) netip.Addr {
 	}
 	addr := peer
 	for i := len(hops) - 1; i >= 0; i-- {
-		a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
-		if err != nil {
+		a, ok := parseHop(strings.TrimSpace(hops[i]))
+		if !ok {
 			return addr // a malformed hop: stop at the last address vouched for
 		}
-		addr = a.Unmap().WithZone("")
+		addr = a
 		if !isTrusted(addr, trusted) {
 			return addr
 		}
 	}
 	return addr
+}
+
+// parseHop reads one X-Forwarded-For entry: an address, or (as some load balancers
+// write it) an address with a port.
+func parseHop(h string) (netip.Addr, bool) {
+	if a, err := netip.ParseAddr(h); err == nil {
+		return a.Unmap().WithZone(""), true
+	}
+	if ap, err := netip.ParseAddrPort(h); err == nil {
+		return ap.Addr().Unmap().WithZone(""), true
+	}
+	return netip.Addr{}, false
 }
 
 func isTrusted(a netip.Addr, trusted []netip.Prefix) bool {

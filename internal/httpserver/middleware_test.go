@@ -231,6 +231,8 @@ func TestClientAddrBehindTrustedProxies(t *testing.T) {
 		{"no header: the proxy itself", "10.1.2.3:5000", nil, "10.1.2.3"},
 		{"malformed hop: last vouched address", "10.1.2.3:5000", []string{"203.0.113.7, not-an-ip"}, "10.1.2.3"},
 		{"only trusted hops", "10.1.2.3:5000", []string{"10.4.4.4"}, "10.4.4.4"},
+		{"hop with a port", "10.1.2.3:5000", []string{"203.0.113.7:41234"}, "203.0.113.7"},
+		{"IPv6 hop with a port", "10.1.2.3:5000", []string{"[2001:db8:1::5]:443"}, "2001:db8:1::5"},
 	} {
 		r := httptest.NewRequest(http.MethodPost, "/graphql", nil)
 		r.RemoteAddr = c.remote

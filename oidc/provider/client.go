@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
@@ -188,8 +189,8 @@ const MaxJWKSURILength = 2000
 // MaxJWKSURILength characters. Because the provider fetches it from inside the
 // platform, a host that is an IP literal must be a public address, and localhost
 // is refused: an app cannot point mimoto at its own loopback or an internal network.
-// (A DNS name is not resolved here; the address it resolves to at fetch time is not
-// checked.) An app registers either a jwks_uri or an inline JWKS, never both
+// A DNS name is not resolved here: the fetching client refuses non-public addresses
+// when it dials (publicClient), and follows no redirects. An app registers either a jwks_uri or an inline JWKS, never both
 // (apps_jwks_xor_uri).
 func CheckJWKSURI(raw string) error {
 	if raw == "" || len(raw) > MaxJWKSURILength {
@@ -216,8 +217,8 @@ func CheckJWKSURI(raw string) error {
 }
 
 func publicIP(ip net.IP) bool {
-	return !(ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() ||
-		ip.IsInterfaceLocalMulticast() || ip.IsMulticast() || ip.IsUnspecified())
+	a, ok := netip.AddrFromSlice(ip)
+	return ok && publicAddr(a.Unmap())
 }
 
 // SecretHasher hashes app secrets with HMAC-SHA256 under a key derived from the KEK.

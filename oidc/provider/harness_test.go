@@ -169,7 +169,7 @@ func (h *harness) newApp(mod func(*app)) *app {
 		}
 	}
 	err := h.db.App.InTenant(context.Background(), a.tenantID, func(ctx context.Context, tx bun.Tx) error {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO tenants (id, name, slug) VALUES (?, ?, ?)`, a.tenantID, a.clientID, a.clientID); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO tenants (id, name, slug) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING`, a.tenantID, a.clientID, a.clientID); err != nil {
 			return err
 		}
 		_, err := tx.ExecContext(ctx, `INSERT INTO apps (tenant_id, name, client_id, client_secret_hash, token_endpoint_auth_method,

@@ -93,7 +93,8 @@ type Config struct {
 	PARLifespan         time.Duration // default 90 s
 	LoginLifespan       time.Duration // default 10 min
 	ClientCacheTTL      time.Duration // default 5 s; negative disables
-	// HTTPClient fetches apps' jwks_uri; nil uses a client with a 10 s timeout.
+	// HTTPClient fetches apps' jwks_uri; nil uses publicClient (public addresses
+	// only, no redirects, 10 s timeout).
 	HTTPClient *http.Client
 }
 
@@ -148,7 +149,7 @@ func New(cfg Config) (*Provider, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.HTTPClient == nil {
-		cfg.HTTPClient = &http.Client{Timeout: 10 * time.Second}
+		cfg.HTTPClient = publicClient(10 * time.Second)
 	}
 	if len(cfg.Scopes) == 0 {
 		cfg.Scopes = []string{"openid"}

@@ -418,3 +418,31 @@ func TestRevocation(t *testing.T) {
 		t.Fatalf("revoked token still stored")
 	}
 }
+
+// A code is redeemed only by the app it was issued to: another app of the same
+// tenant presenting it gets invalid_grant and cannot use it up.
+func TestCodeOfAnotherAppOfTheTenantIsRefused(t *testing.T) {
+	h := newHarness(t)
+	a := h.newApp(nil)
+	b := h.newApp(func(b *app) { b.tenantID = a.tenantID })
+	f := newFlow(a)
+	code := h.authorizeViaPAR(a, f).Query().Get("code")
+	if r := h.exchange(b, &flow{verifier: f.verifier}, code); r.Error() != "invalid_grant" {
+		t.Fatalf("app B exchanging app A's code: %d %v", r.Status, r.Body)
+	}
+	if r := h.exchange(a, f, code); r.Status != http.StatusOK {
+		t.Fatalf("app A after B's attempt: %d %v", r.Status, r.Body)
+	}
+}
+
+// An expired code is refused even before the sweeper removes its row.
+func TestExpiredCodeIsRefused(t *testing.T) {
+	h := newHarnessWith(t, func(c *provider.Config) { c.CodeLifespan = time.Second })
+	a := h.newApp(nil)
+	f := newFlow(a)
+	code := h.authorizeViaPAR(a, f).Query().Get("code")
+	time.Sleep(1500 * time.Millisecond)
+	if r := h.exchange(a, f, code); r.Error() != "invalid_grant" {
+		t.Fatalf("expired code: %d %v", r.Status, r.Body)
+	}
+}

@@ -143,13 +143,17 @@ func (s *requestScope) rememberClient(c *Client) {
 // requests carrying the same assertion).
 func (st *Store) ClientAssertionJWTValid(context.Context, string) error { return nil }
 
-// SetClientAssertionJWT records a used assertion id until its expiry. The insert
-// fails on the primary key when the id is still recorded, which fails the request
-// (at once, or with the token request's other writes): see isJTIConflict.
+// SetClientAssertionJWT records a used assertion id until its expiry, at once (also in
+// a token request: a replayed assertion must be refused before anything else of the
+// request is written). The insert fails on the primary key when the id is still
+// recorded: see isJTIConflict.
 func (st *Store) SetClientAssertionJWT(ctx context.Context, jti string, exp time.Time) error {
 	tenant := scopeFrom(ctx).tenant()
+	if tenant == uuid.Nil {
+		return errNoTenant
+	}
 	key := hashKey(jti)
-	err := st.write(ctx, nil,
+	err := st.db.TenantBatch(ctx, tenant,
 		db.Statement{SQL: `DELETE FROM oauth_client_assertions WHERE tenant_id = $1 AND jti_hash = $2 AND expires_at <= now()`,
 			Args: []any{tenant, key}},
 		db.Statement{SQL: `INSERT INTO oauth_client_assertions (tenant_id, jti_hash, expires_at) VALUES ($1, $2, $3)`,
@@ -259,10 +263,18 @@ func (st *Store) load(ctx context.Context, kind, signature string, take bool) (f
 		keys          *keyring.Keys
 	)
 	q := `SELECT active, payload, expires_at FROM oauth_requests WHERE kind = $1 AND signature_hash = $2`
+	args := []any{kind, key}
 	if take {
-		q = `DELETE FROM oauth_requests WHERE kind = $1 AND signature_hash = $2 RETURNING active, payload, expires_at`
+		// Only the app that pushed the request takes it (another app of the tenant
+		// naming its request_uri cannot use it up).
+		c, err := st.GetClient(ctx, scopeClientID(scope))
+		if err != nil {
+			return nil, false, fosite.ErrNotFound
+		}
+		q = `DELETE FROM oauth_requests WHERE kind = $1 AND signature_hash = $2 AND app_id = $3 RETURNING active, payload, expires_at`
+		args = append(args, c.(*Client).AppID)
 	}
-	err := st.read(ctx, st.ring.SnapshotStatement(scope.tenant(), &keys), db.Statement{SQL: q, Args: []any{kind, key},
+	err := st.read(ctx, st.ring.SnapshotStatement(scope.tenant(), &keys), db.Statement{SQL: q, Args: args,
 		Scan: func(rows pgx.Rows) error {
 			if rows.Next() {
 				found = true
@@ -374,10 +386,17 @@ func (st *Store) GetAuthorizeCodeSession(ctx context.Context, signature string, 
 		found             bool
 		keys              *keyring.Keys
 	)
-	err := st.read(ctx, st.ring.SnapshotStatement(scope.tenant(), &keys), db.Statement{
+	presenting, err := st.GetClient(ctx, scopeClientID(scope))
+	if err != nil {
+		return nil, err
+	}
+	// Only the app the code was issued to finds it (another app of the tenant can
+	// neither redeem nor burn it), and an expired code is not found.
+	err = st.read(ctx, st.ring.SnapshotStatement(scope.tenant(), &keys), db.Statement{
 		SQL: `SELECT id, state, coalesce(request_id, ''), code_payload, sealed_payload FROM login_transactions
-			WHERE code_hash = $1 AND state IN ('code_issued', 'redeemed')`,
-		Args: []any{hashKey(signature)},
+			WHERE code_hash = $1 AND app_id = $2
+			  AND (state = 'redeemed' OR (state = 'code_issued' AND expires_at > now()))`,
+		Args: []any{hashKey(signature), presenting.(*Client).AppID},
 		Scan: func(rows pgx.Rows) error {
 			if rows.Next() {
 				found = true
@@ -393,11 +412,7 @@ func (st *Store) GetAuthorizeCodeSession(ctx context.Context, signature string, 
 	}
 	scope.setKeys(keys)
 	if state == "redeemed" {
-		c, err := st.GetClient(ctx, scopeClientID(scope))
-		if err != nil {
-			return nil, err
-		}
-		used := &fosite.Request{ID: reqID, Client: c, Session: newSession()}
+		used := &fosite.Request{ID: reqID, Client: presenting, Session: newSession()}
 		scope.remember(kindCode, signature, memoEntry{req: used, active: false})
 		return used, fosite.ErrInvalidatedAuthorizeCode
 	}
@@ -462,7 +477,7 @@ func (st *Store) redeemStatement(ctx context.Context, txID uuid.UUID, signature 
 			UPDATE login_transactions t
 			   SET state = 'redeemed', code_payload = NULL, sealed_payload = NULL,
 			       expires_at = greatest(t.expires_at, now() + $1::interval)
-			 WHERE t.id = $2 AND t.state = 'code_issued' AND ` + keyGuard(4, 9) + `
+			 WHERE t.id = $2 AND t.state = 'code_issued' AND t.expires_at > now() AND ` + keyGuard(4, 9) + `
 			RETURNING t.app_id)
 		INSERT INTO oauth_requests (kind, signature_hash, tenant_id, app_id, request_id, payload, requested_at, expires_at)
 		SELECT 'access_token', $3, $4, redeemed.app_id, $5, $6, $7, $8 FROM redeemed`,
