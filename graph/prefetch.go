@@ -8,8 +8,10 @@ import (
 
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/google/uuid"
+	"github.com/vektah/gqlparser/v2/ast"
 
 	"github.com/azuma/mimoto/db"
+	"github.com/azuma/mimoto/oidc/federation"
 	"github.com/azuma/mimoto/portal/apps"
 	"github.com/azuma/mimoto/portal/authz"
 	"github.com/azuma/mimoto/portal/billing"
@@ -129,4 +131,53 @@ func (hc *httpContext) take(key string) (any, bool) {
 	v, ok := hc.prefetched[key]
 	delete(hc.prefetched, key)
 	return v, ok
+}
+
+func federationKey(app uuid.UUID) string { return "federation\x00" + app.String() }
+
+// selects reports whether the current field's selection reaches path, e.g.
+// selects(ctx, "edges", "node", "federation") under an AppConnection.
+func selects(ctx context.Context, path ...string) bool {
+	oc, fc := graphql.GetOperationContext(ctx), graphql.GetFieldContext(ctx)
+	if oc == nil || fc == nil || fc.Field.Field == nil {
+		return false
+	}
+	return selectsIn(oc, fc.Field.Selections, path)
+}
+
+func selectsIn(oc *graphql.OperationContext, sel ast.SelectionSet, path []string) bool {
+	for _, f := range graphql.CollectFields(oc, sel, nil) {
+		if f.Name == path[0] && (len(path) == 1 || selectsIn(oc, f.Selections, path[1:])) {
+			return true
+		}
+	}
+	return false
+}
+
+// preloadFederation reads the federation views of a page of apps in one batch when
+// the query asks for them, so that a page costs a bounded number of statements.
+func (r *Resolver) preloadFederation(ctx context.Context, tenantID uuid.UUID, page []apps.App) error {
+	if len(page) == 0 || !selects(ctx, "edges", "node", "federation") {
+		return nil
+	}
+	ids := make([]uuid.UUID, len(page))
+	for i, a := range page {
+		ids[i] = a.ID
+	}
+	views := map[uuid.UUID]*federation.AppView{}
+	stmt, ok := r.Apps.FederationViewsStatement(tenantID, ids, views)
+	if !ok {
+		return nil
+	}
+	if err := r.readBatch(ctx, tenantID, authz.AppsRead, stmt); err != nil {
+		return err
+	}
+	hc := httpFrom(ctx)
+	if hc == nil {
+		return nil
+	}
+	for id, v := range views {
+		hc.stash(federationKey(id), v)
+	}
+	return nil
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/azuma/mimoto/db"
 	"github.com/azuma/mimoto/graph/generated"
 	"github.com/azuma/mimoto/graph/model"
+	"github.com/azuma/mimoto/oidc/federation"
 	"github.com/azuma/mimoto/portal/apps"
 	"github.com/azuma/mimoto/portal/authz"
 	"github.com/google/uuid"
@@ -26,6 +27,9 @@ import (
 func (r *appResolver) Federation(ctx context.Context, obj *model.App) (*model.AppFederation, error) {
 	if !r.Apps.Federated() {
 		return nil, nil
+	}
+	if v, ok := httpFrom(ctx).take(federationKey(obj.ID)); ok {
+		return appFederationModel(v.(*federation.AppView)), nil
 	}
 	var out *model.AppFederation
 	err := r.inTenant(ctx, obj.TenantID, authz.AppsRead, func(ctx context.Context, tx bun.Tx, _ string) error {
@@ -187,6 +191,9 @@ func (r *tenantResolver) Apps(ctx context.Context, obj *model.Tenant, first *int
 			return conn, portalError(err)
 		}
 		page, more = result()
+	}
+	if err := r.preloadFederation(ctx, obj.ID, page); err != nil {
+		return conn, portalError(err)
 	}
 	for _, a := range page {
 		conn.Edges = append(conn.Edges, model.AppEdge{Cursor: apps.Cursor(a), Node: appModel(a)})

@@ -191,3 +191,41 @@ func TestDashboardBatchChecksTheSession(t *testing.T) {
 	p.do(owner, qLogout, nil)
 	refused("after logout", owner)
 }
+
+// An apps page with each app's federation view costs the same number of statements
+// for 2 apps as for 12 (the views of a page are read in one statement).
+func TestAppsFederationPageQueriesDoNotGrow(t *testing.T) {
+	p := newAppsPortal(t)
+	owner := p.owner
+	const q = `query($id: ID!) { tenant(id: $id) { apps(first: 50) { edges { node { name federation { entityId status } } } } } }`
+	hook := &countingHook{}
+	p.db.App.Bun.AddQueryHook(hook)
+	count := func() (int64, gqlResponse) {
+		hook.n.Store(0)
+		batched := db.DirectStatements()
+		r := p.do(owner, q, map[string]any{"id": p.tenant})
+		if r.code() != "" {
+			t.Fatalf("apps page: %+v", r.Errors)
+		}
+		return hook.n.Load() + db.DirectStatements() - batched, r
+	}
+	for i := 0; i < 2; i++ {
+		p.do(owner, qCreateApp, map[string]any{"t": p.tenant, "in": appInput(fmt.Sprintf("A%d", i))})
+	}
+	count()
+	few, _ := count()
+	for i := 2; i < 12; i++ {
+		p.do(owner, qCreateApp, map[string]any{"t": p.tenant, "in": appInput(fmt.Sprintf("A%d", i))})
+	}
+	count()
+	many, r := count()
+	if many != few {
+		t.Fatalf("apps page with federation: %d statements with 2 apps, %d with 12", few, many)
+	}
+	edges := r.Data["tenant"].(map[string]any)["apps"].(map[string]any)["edges"].([]any)
+	fed := edges[0].(map[string]any)["node"].(map[string]any)["federation"]
+	if len(edges) != 12 || fed == nil || fed.(map[string]any)["status"] == nil {
+		t.Fatalf("page: %d apps, first federation view %v", len(edges), fed)
+	}
+	t.Logf("apps page with federation views: %d statements per request", many)
+}

@@ -4,13 +4,15 @@ import (
 	"context"
 	"crypto/sha256"
 	"database/sql"
-	"errors"
 	"fmt"
 	"slices"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/uptrace/bun"
+
+	"github.com/azuma/mimoto/db"
 )
 
 // RegistrationStatus is where an app's registration with gematik stands
@@ -67,51 +69,86 @@ type CertificateSummary struct {
 	NotAfter          time.Time
 }
 
+// viewSQL reads the federation views of apps $2 of tenant $1, one row per app.
+const viewSQL = `
+	SELECT a.id, a.federation_key, a.federation_status, a.federation_status_note, a.federation_status_changed_at,
+	       (SELECT k.kid FROM app_federation_keys k WHERE k.tenant_id = a.tenant_id AND k.app_id = a.id
+	           AND k.use = 'sig-entity' AND k.status = 'active'),
+	       (SELECT k.kid FROM app_federation_keys k WHERE k.tenant_id = a.tenant_id AND k.app_id = a.id
+	           AND k.use = 'enc' AND k.status = 'active'),
+	       t.kid, t.certificate, t.not_after
+	  FROM apps a
+	  LEFT JOIN app_federation_keys t ON t.tenant_id = a.tenant_id AND t.app_id = a.id
+	        AND t.use = 'tls' AND t.status = 'active'
+	 WHERE a.tenant_id = $1 AND a.id = ANY($2)`
+
+type viewRows interface {
+	Next() bool
+	Scan(dest ...any) error
+}
+
+func (e *Entities) scanViews(rows viewRows, into map[uuid.UUID]*AppView) error {
+	for rows.Next() {
+		var (
+			v                 AppView
+			id                uuid.UUID
+			key, note         sql.NullString
+			changed, notAfter sql.NullTime
+			entKID, encKID    sql.NullString
+			tlsKID            sql.NullString
+			cert              []byte
+			status            string
+		)
+		if err := rows.Scan(&id, &key, &status, &note, &changed, &entKID, &encKID, &tlsKID, &cert, &notAfter); err != nil {
+			return fmt.Errorf("federation: reading app view: %w", err)
+		}
+		v.Status, v.StatusNote = RegistrationStatus(status), note.String
+		if changed.Valid {
+			t := changed.Time
+			v.StatusChangedAt = &t
+		}
+		if key.Valid {
+			v.EntityID, v.StatementURL = e.EntityID(key.String), e.StatementURL(key.String)
+		}
+		v.EntityKeyID, v.EncryptionKeyID = entKID.String, encKID.String
+		if tlsKID.Valid && len(cert) > 0 {
+			sum := sha256.Sum256(cert)
+			v.TLS = &CertificateSummary{KID: tlsKID.String, SHA256Fingerprint: fingerprint(sum[:]), NotAfter: notAfter.Time}
+		}
+		into[id] = &v
+	}
+	return nil
+}
+
 // View reads the app's federation view in the caller's transaction, which must be
 // bound to tenantID (db.InTenant or a portal transaction): row-level security keeps
 // it to the tenant's own apps. ErrUnknownApp if tx does not see the app.
 func (e *Entities) View(ctx context.Context, tx bun.IDB, tenantID, appID uuid.UUID) (*AppView, error) {
-	var (
-		v                 AppView
-		key, note         sql.NullString
-		changed, notAfter sql.NullTime
-		entKID, encKID    sql.NullString
-		tlsKID            sql.NullString
-		cert              []byte
-		status            string
-	)
-	err := tx.QueryRowContext(ctx, `
-		SELECT a.federation_key, a.federation_status, a.federation_status_note, a.federation_status_changed_at,
-		       (SELECT k.kid FROM app_federation_keys k WHERE k.tenant_id = a.tenant_id AND k.app_id = a.id
-		           AND k.use = 'sig-entity' AND k.status = 'active'),
-		       (SELECT k.kid FROM app_federation_keys k WHERE k.tenant_id = a.tenant_id AND k.app_id = a.id
-		           AND k.use = 'enc' AND k.status = 'active'),
-		       t.kid, t.certificate, t.not_after
-		  FROM apps a
-		  LEFT JOIN app_federation_keys t ON t.tenant_id = a.tenant_id AND t.app_id = a.id
-		        AND t.use = 'tls' AND t.status = 'active'
-		 WHERE a.id = ? AND a.tenant_id = ?`, appID, tenantID).
-		Scan(&key, &status, &note, &changed, &entKID, &encKID, &tlsKID, &cert, &notAfter)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, ErrUnknownApp
-	}
+	rows, err := db.QueryPrepared(ctx, tx, viewSQL, tenantID, []uuid.UUID{appID})
 	if err != nil {
 		return nil, fmt.Errorf("federation: reading app view: %w", err)
 	}
-	v.Status, v.StatusNote = RegistrationStatus(status), note.String
-	if changed.Valid {
-		t := changed.Time
-		v.StatusChangedAt = &t
+	defer rows.Close()
+	views := map[uuid.UUID]*AppView{}
+	if err := e.scanViews(rows, views); err != nil {
+		return nil, err
 	}
-	if key.Valid {
-		v.EntityID, v.StatementURL = e.EntityID(key.String), e.StatementURL(key.String)
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("federation: reading app view: %w", err)
 	}
-	v.EntityKeyID, v.EncryptionKeyID = entKID.String, encKID.String
-	if tlsKID.Valid && len(cert) > 0 {
-		sum := sha256.Sum256(cert)
-		v.TLS = &CertificateSummary{KID: tlsKID.String, SHA256Fingerprint: fingerprint(sum[:]), NotAfter: notAfter.Time}
+	v, ok := views[appID]
+	if !ok {
+		return nil, ErrUnknownApp
 	}
-	return &v, nil
+	return v, nil
+}
+
+// ViewsStatement reads the views of several of the tenant's apps as one statement of
+// a batch bound to the tenant (db.TenantBatch or db.AccountBatch): a page of apps
+// costs one statement, not one per app. into receives a view per app found.
+func (e *Entities) ViewsStatement(tenantID uuid.UUID, appIDs []uuid.UUID, into map[uuid.UUID]*AppView) db.Statement {
+	return db.Statement{SQL: viewSQL, Args: []any{tenantID, appIDs},
+		Scan: func(rows pgx.Rows) error { return e.scanViews(rows, into) }}
 }
 
 // Forget drops everything this process caches about the app (its statement, TLS

@@ -545,6 +545,15 @@ func (s *Service) Forget(d *Deleted) {
 // Federation reads the app's federation view (entity id, statement URL, keys,
 // registration status) in the caller's tenant transaction; nil without a federation
 // configured. ErrNotFound if the tenant has no such app.
+// FederationViewsStatement reads the federation views of a page of apps in one
+// statement of a tenant batch; ok is false when the federation is off.
+func (s *Service) FederationViewsStatement(tenantID uuid.UUID, appIDs []uuid.UUID, into map[uuid.UUID]*federation.AppView) (stmt db.Statement, ok bool) {
+	if s.entities == nil {
+		return db.Statement{}, false
+	}
+	return s.entities.ViewsStatement(tenantID, appIDs, into), true
+}
+
 func (s *Service) Federation(ctx context.Context, tx bun.IDB, tenantID, appID uuid.UUID) (*federation.AppView, error) {
 	if s.entities == nil {
 		return nil, nil
