@@ -24,6 +24,7 @@ func (r *mutationResolver) Login(ctx context.Context, email string, password str
 	if err != nil {
 		return nil, authError(err)
 	}
+	r.succeeded(ctx)
 	setSessionCookie(ctx, token)
 	return &model.LoginResult{Stage: model.LoginStage(stage)}, nil
 }
@@ -40,6 +41,7 @@ func (r *mutationResolver) VerifySecondFactor(ctx context.Context, code string) 
 	if err := r.Auth.VerifySecondFactor(ctx, sess, code); err != nil {
 		return nil, authError(err)
 	}
+	r.succeeded(ctx)
 	return &model.LoginResult{Stage: model.LoginStageSignedIn}, nil
 }
 

@@ -37,6 +37,14 @@ func (r *Resolver) throttle(ctx context.Context, operation string) error {
 		Extensions: map[string]any{"code": CodeRateLimited, "retryAfterSeconds": secs}}
 }
 
+// succeeded gives back the attempt of a sign-in step that succeeded: the per-address
+// budget is spent by failures (guessing), not by staff signing in behind one address.
+func (r *Resolver) succeeded(ctx context.Context) {
+	if hc := httpFrom(ctx); hc != nil && r.Throttle != nil {
+		r.Throttle.Refund(httpserver.ClientAddr(hc.r))
+	}
+}
+
 // policyError answers a password that breaks the policy: BAD_USER_INPUT naming the
 // field, the policy's reason as the message, every broken rule and the minimum
 // length.

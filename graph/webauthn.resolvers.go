@@ -90,6 +90,8 @@ func (r *mutationResolver) FinishPasskeySignIn(ctx context.Context, response str
 	if err := svc.FinishSignIn(ctx, sess, response); err != nil {
 		return nil, passkeyError(err)
 	}
+	r.succeeded(ctx) // the sign-in's start and finish both succeeded
+	r.succeeded(ctx)
 	return &model.LoginResult{Stage: model.LoginStageSignedIn}, nil
 }
 

@@ -115,6 +115,17 @@ func NewLimiter(cfg LimiterConfig) *AddressLimiter {
 	}
 }
 
+// Refund gives back the token of an attempt that succeeded: the budget is for
+// guessing, so staff signing in behind one office address do not use it up.
+func (l *AddressLimiter) Refund(addr netip.Addr) {
+	key := l.key(addr)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if b, ok := l.buckets[key]; ok {
+		b.tokens = min(l.burst, b.tokens+1)
+	}
+}
+
 // Allow takes one token for addr and reports whether the attempt may go ahead.
 func (l *AddressLimiter) Allow(addr netip.Addr) bool { return l.Take(addr).Allowed }
 

@@ -149,3 +149,23 @@ func TestLimiterMemoryBound(t *testing.T) {
 		t.Fatalf("%d buckets after the sweep, want 1", n)
 	}
 }
+
+// A refunded attempt is available again, up to the burst and no further.
+func TestLimiterRefund(t *testing.T) {
+	l, _ := newTestLimiter(LimiterConfig{Burst: 2, Interval: time.Hour})
+	a := netip.MustParseAddr("192.0.2.1")
+	for i := range 10 {
+		if !l.Take(a).Allowed {
+			t.Fatalf("attempt %d refused although every attempt was refunded", i+1)
+		}
+		l.Refund(a)
+	}
+	for i := 0; i < 5; i++ {
+		l.Refund(a) // refunds beyond the burst are not kept
+	}
+	l.Take(a)
+	l.Take(a)
+	if l.Take(a).Allowed {
+		t.Fatal("refunds raised the budget above the burst")
+	}
+}

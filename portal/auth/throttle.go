@@ -48,6 +48,13 @@ func NewThrottle(d *db.DB, limiter *account.AddressLimiter, log *slog.Logger) *T
 	return &Throttle{limiter: limiter, db: d, log: log}
 }
 
+// Refund gives back the attempt of a sign-in step that succeeded (AddressLimiter.Refund).
+func (t *Throttle) Refund(addr netip.Addr) {
+	if t != nil && t.limiter != nil {
+		t.limiter.Refund(addr)
+	}
+}
+
 // Check takes one attempt of operation (e.g. "login") from addr out of the address's
 // budget. It is cheap and touches no database while the address has budget left: call
 // it first, before any session lookup, password hash or query. Over budget it returns
