@@ -23,17 +23,6 @@ func QueryPrepared(ctx context.Context, idb bun.IDB, query string, args ...any) 
 	return q.QueryContext(ctx, query, append([]any{pgx.QueryExecModeCacheStatement}, args...)...)
 }
 
-// QueryRowPrepared is QueryPrepared for one row (sql.ErrNoRows when there is none).
-func QueryRowPrepared(ctx context.Context, idb bun.IDB, query string, args ...any) *sql.Row {
-	q, err := sqlOf(idb)
-	if err != nil {
-		// An unsupported handle is a programming error; the Row reports it on Scan.
-		panic(err)
-	}
-	direct.Add(1)
-	return q.QueryRowContext(ctx, query, append([]any{pgx.QueryExecModeCacheStatement}, args...)...)
-}
-
 // ExecPrepared is QueryPrepared for statements without rows.
 func ExecPrepared(ctx context.Context, idb bun.IDB, query string, args ...any) (sql.Result, error) {
 	q, err := sqlOf(idb)
@@ -47,7 +36,6 @@ func ExecPrepared(ctx context.Context, idb bun.IDB, query string, args ...any) (
 type sqlQuerier interface {
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
 	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
-	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
 // sqlOf is the database/sql handle under a bun handle: bun would interpolate the

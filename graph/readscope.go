@@ -94,11 +94,11 @@ func (hc *httpContext) finish(ctx context.Context, d *db.DB) {
 	defer s.mu.Unlock()
 	if s.tx == nil {
 		if len(s.stale) > 0 {
-			var used []string
+			var used []authz.Role
 			for r := range s.stale {
-				used = append(used, string(r))
+				used = append(used, r)
 			}
-			_ = d.AccountBatch(ctx, s.account, s.tenant, touchStatement(s.tenant, s.account, used))
+			_ = d.AccountBatch(ctx, s.account, s.tenant, authz.TouchStatement(s.account, s.tenant, used))
 		}
 		return
 	}
@@ -114,13 +114,6 @@ func (hc *httpContext) finish(ctx context.Context, d *db.DB) {
 		return
 	}
 	_ = s.tx.Commit()
-}
-
-func touchStatement(tenant, account uuid.UUID, roles []string) db.Statement {
-	return db.Statement{SQL: `UPDATE tenant_memberships SET last_used_at = now()
-		WHERE tenant_id = $1 AND account_id = $2 AND role = ANY($3)
-		  AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')`,
-		Args: []any{tenant, account, roles}}
 }
 
 // readBatch serves a query field of a tenant with fixed statements in one round trip
@@ -266,9 +259,9 @@ func (r *Resolver) noteRoleUse(ctx context.Context, account, tenantID uuid.UUID,
 			return
 		}
 	}
-	used := make([]string, 0, len(stale))
+	used := make([]authz.Role, 0, len(stale))
 	for role := range stale {
-		used = append(used, string(role))
+		used = append(used, role)
 	}
-	_ = r.DB.AccountBatch(context.WithoutCancel(ctx), account, tenantID, touchStatement(tenantID, account, used))
+	_ = r.DB.AccountBatch(context.WithoutCancel(ctx), account, tenantID, authz.TouchStatement(account, tenantID, used))
 }

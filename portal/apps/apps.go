@@ -257,46 +257,9 @@ func (s *Service) RotateSecret(ctx context.Context, tx bun.IDB, tenantID, appID 
 // ErrNotFound: no such app in the tenant (or not one with a secret).
 var ErrNotFound = errors.New("apps: not found")
 
-// Page lists the tenant's apps by creation time, after the cursor (keyset).
-func Page(ctx context.Context, tx bun.IDB, tenantID uuid.UUID, first int, after string) ([]App, bool, error) {
-	if first <= 0 || first > 100 {
-		first = 20
-	}
-	q := `SELECT ` + appColumns + ` FROM apps WHERE tenant_id = ?`
-	args := []any{tenantID}
-	if after != "" {
-		at, id, err := keyset.Decode(after)
-		if err != nil {
-			return nil, false, &InputError{"after", "not a cursor of this list"}
-		}
-		q += ` AND (created_at, id) > (?, ?)`
-		args = append(args, at, id)
-	}
-	q += ` ORDER BY created_at, id LIMIT ?`
-	args = append(args, first+1)
-	rows, err := tx.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, false, err
-	}
-	defer rows.Close()
-	var out []App
-	for rows.Next() {
-		a, err := scanApp(rows)
-		if err != nil {
-			return nil, false, err
-		}
-		out = append(out, a)
-	}
-	more := len(out) > first
-	if more {
-		out = out[:first]
-	}
-	return out, more, rows.Err()
-}
-
-// PageStatement is Page as one prepared statement of a db batch (the cursor is a
-// parameter, NULL on the first page). After the batch ran, result returns what Page
-// would have.
+// PageStatement lists the tenant's apps by creation time after the cursor (keyset),
+// as one prepared statement of a db batch (the cursor is a parameter, NULL on the
+// first page). After the batch ran, result returns the page and whether more follow.
 func PageStatement(tenantID uuid.UUID, first int, after string) (stmt db.Statement, result func() ([]App, bool), err error) {
 	if first <= 0 || first > 100 {
 		first = 20

@@ -127,16 +127,28 @@ func Touch(ctx context.Context, tx bun.IDB, accountID, tenantID uuid.UUID, roles
 	if len(roles) == 0 {
 		return nil
 	}
+	_, err := db.ExecPrepared(ctx, tx, touchSQL, tenantID, accountID, roleNames(roles))
+	return err
+}
+
+// TouchStatement is Touch as a statement of a db batch bound to the tenant.
+func TouchStatement(accountID, tenantID uuid.UUID, roles []Role) db.Statement {
+	return db.Statement{SQL: touchSQL, Args: []any{tenantID, accountID, roleNames(roles)}}
+}
+
+// touchSQL records use to the minute: an access review needs no more, and a read
+// then writes nothing (no WAL, no commit flush) unless the role's last use is a
+// minute old.
+const touchSQL = `UPDATE tenant_memberships SET last_used_at = now()
+	WHERE tenant_id = $1 AND account_id = $2 AND role = ANY($3)
+	  AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')`
+
+func roleNames(roles []Role) []string {
 	names := make([]string, len(roles))
 	for i, r := range roles {
 		names[i] = string(r)
 	}
-	// To the minute: an access review needs no more, and a read then writes nothing
-	// (no WAL, no commit flush) unless the role's last use is a minute old.
-	_, err := db.ExecPrepared(ctx, tx, `UPDATE tenant_memberships SET last_used_at = now()
-		WHERE tenant_id = $1 AND account_id = $2 AND role = ANY($3)
-		  AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')`, tenantID, accountID, names)
-	return err
+	return names
 }
 
 // Require checks that accountID may perform op in tenantID, inside the caller's

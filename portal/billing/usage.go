@@ -4,12 +4,10 @@
 package billing
 
 import (
-	"context"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/uptrace/bun"
 
 	"github.com/azuma/mimoto/db"
 )
@@ -38,12 +36,7 @@ const usageSQL = `
 	  LEFT JOIN deleted_apps d ON d.app_id = u.app_id AND d.tenant_id = $1
 	 ORDER BY 1, 3, 2`
 
-type rowScanner interface {
-	Next() bool
-	Scan(dest ...any) error
-}
-
-func scanMonths(rows rowScanner) ([]Month, error) {
+func scanMonths(rows pgx.Rows) ([]Month, error) {
 	out := []Month{}
 	for rows.Next() {
 		var m Month
@@ -55,23 +48,9 @@ func scanMonths(rows rowScanner) ([]Month, error) {
 	return out, nil
 }
 
-// Usage lists the tenant's usage for the months from..to (inclusive, first of month
-// UTC), one query for all apps, deleted ones included (named from their tombstone in
-// deleted_apps).
-func Usage(ctx context.Context, tx bun.IDB, tenantID uuid.UUID, from, to time.Time) ([]Month, error) {
-	rows, err := db.QueryPrepared(ctx, tx, usageSQL, tenantID, from, to.AddDate(0, 1, 0))
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	out, err := scanMonths(rows)
-	if err != nil {
-		return nil, err
-	}
-	return out, rows.Err()
-}
-
-// UsageStatement is Usage as one statement of a db batch; *into receives the rows.
+// UsageStatement lists the tenant's usage for the months from..to (inclusive, first
+// of month UTC), all apps in one statement of a db batch, deleted ones included
+// (named from their tombstone in deleted_apps); *into receives the rows.
 func UsageStatement(tenantID uuid.UUID, from, to time.Time, into *[]Month) db.Statement {
 	return db.Statement{SQL: usageSQL, Args: []any{tenantID, from, to.AddDate(0, 1, 0)},
 		Scan: func(rows pgx.Rows) error {
