@@ -7,13 +7,12 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/azuma/mimoto/db"
+	"github.com/azuma/mimoto/internal/loadtest"
 	"github.com/azuma/mimoto/oidc/provider"
 )
 
@@ -42,78 +41,6 @@ func loadClient(concurrency int) *http.Client {
 	return &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 }
 
-// warmOps is how many operations run untimed first, so that the measurement is of
-// the steady state (every pooled connection has prepared its statements).
-func warmOps(concurrency int) int { return 4 * concurrency }
-
-// run executes warm untimed operations (indexes n..n+warm-1), then n timed ones on
-// `concurrency` workers, and reports ops/s and latency.
-func runLoad(b *testing.B, n, concurrency int, unit string, op func(c *http.Client, i int) error) {
-	b.Helper()
-	client := loadClient(concurrency)
-	warm := make(chan int)
-	var warmWG sync.WaitGroup
-	for w := 0; w < concurrency; w++ {
-		warmWG.Add(1)
-		go func() {
-			defer warmWG.Done()
-			for i := range warm {
-				if err := op(client, i); err != nil {
-					b.Errorf("warm-up: %v", err)
-				}
-			}
-		}()
-	}
-	for i := n; i < n+warmOps(concurrency); i++ {
-		warm <- i
-	}
-	close(warm)
-	warmWG.Wait()
-	lat := make([]time.Duration, n)
-	var (
-		wg     sync.WaitGroup
-		mu     sync.Mutex
-		first  error
-		next   = make(chan int)
-		failed int
-	)
-	b.ResetTimer()
-	start := time.Now()
-	for w := 0; w < concurrency; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				t0 := time.Now()
-				err := op(client, i)
-				lat[i] = time.Since(t0)
-				if err != nil {
-					mu.Lock()
-					failed++
-					if first == nil {
-						first = err
-					}
-					mu.Unlock()
-				}
-			}
-		}()
-	}
-	for i := 0; i < n; i++ {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
-	elapsed := time.Since(start)
-	b.StopTimer()
-	if first != nil {
-		b.Fatalf("%d of %d operations failed; first: %v", failed, n, first)
-	}
-	slices.Sort(lat)
-	b.ReportMetric(float64(n)/elapsed.Seconds(), unit+"/s")
-	b.ReportMetric(float64(lat[n/2].Microseconds())/1000, "p50_ms")
-	b.ReportMetric(float64(lat[(n*99)/100].Microseconds())/1000, "p99_ms")
-}
-
 // BenchmarkTokenExchange measures the token endpoint alone: codes are obtained
 // before the timer starts, then exchanged at concurrency 1, 8 and 32.
 func BenchmarkTokenExchange(b *testing.B) {
@@ -122,13 +49,14 @@ func BenchmarkTokenExchange(b *testing.B) {
 			b.Run(fmt.Sprintf("%s/c%d", method, c), func(b *testing.B) {
 				h := benchHarness(b)
 				a := h.newApp(func(a *app) { a.authMethod = method })
-				flows := make([]*flow, b.N+warmOps(c))
+				flows := make([]*flow, b.N+loadtest.WarmOps(c))
 				codes := make([]string, len(flows))
 				for i := range flows {
 					flows[i] = newFlow(a)
 					codes[i] = h.authorize(flows[i].params).Query().Get("code")
 				}
-				runLoad(b, b.N, c, "exchanges", func(cl *http.Client, i int) error {
+				cl := loadClient(c)
+				loadtest.Run(b, b.N, c, "exchanges", func(i int) error {
 					return h.exchangeWith(cl, a, flows[i], codes[i])
 				})
 			})
@@ -143,7 +71,8 @@ func BenchmarkAuthorizationCodeFlow(b *testing.B) {
 		b.Run(fmt.Sprintf("c%d", c), func(b *testing.B) {
 			h := benchHarness(b)
 			a := h.newApp(func(a *app) { a.authMethod = "client_secret_basic" })
-			runLoad(b, b.N, c, "logins", func(cl *http.Client, _ int) error {
+			cl := loadClient(c)
+			loadtest.Run(b, b.N, c, "logins", func(int) error {
 				f := newFlow(a)
 				par, err := h.postWith(cl, "/par", cloneValues(f.params), a)
 				if err != nil {

@@ -1,6 +1,6 @@
 // Package provider is mimoto's OpenID Connect provider toward apps, built on
 // github.com/ory/fosite: discovery, JWKS, authorization (with PAR, RFC 9126), token,
-// revocation (RFC 7009) and RP-initiated logout. Apps authenticate with
+// revocation (RFC 7009), introspection (RFC 7662) and RP-initiated logout. Apps authenticate with
 // private_key_jwt or client_secret_basic; PKCE with S256 is required of every client.
 //
 // The person's login is a seam: the authorization endpoint hands the browser to an
@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -100,8 +101,13 @@ type Config struct {
 
 // Provider serves the OIDC endpoints.
 type Provider struct {
-	cfg    Config
-	oauth  fosite.OAuth2Provider
+	cfg   Config
+	oauth fosite.OAuth2Provider
+	// clients authenticates clients as the token endpoint does (introspection).
+	clients interface {
+		AuthenticateClient(ctx context.Context, r *http.Request, form url.Values) (fosite.Client, error)
+	}
+	tokens tokenStrategy
 	fcfg   *fosite.Config
 	store  *Store
 	log    *slog.Logger
@@ -116,6 +122,7 @@ const (
 	PathPAR        = "/par"
 	PathToken      = "/token"
 	PathRevoke     = "/revoke"
+	PathIntrospect = "/introspect"
 	PathEndSession = "/end_session"
 )
 
@@ -188,8 +195,9 @@ func New(cfg Config) (*Provider, error) {
 		// fosite signs with go-jose v3; the key material is the same.
 		return &josev3.JSONWebKey{Key: k.Key, KeyID: k.KeyID, Algorithm: k.Algorithm, Use: k.Use}, nil
 	}
+	tokens := tokenStrategy{CoreStrategy: compose.NewOAuth2HMACStrategy(fcfg), now: time.Now}
 	strategy := &compose.CommonStrategy{
-		CoreStrategy:               compose.NewOAuth2HMACStrategy(fcfg),
+		CoreStrategy:               tokens,
 		OpenIDConnectTokenStrategy: compose.NewOpenIDConnectStrategy(keyGetter, fcfg),
 		Signer:                     &jwt.DefaultSigner{GetPrivateKey: keyGetter},
 	}
@@ -202,7 +210,8 @@ func New(cfg Config) (*Provider, error) {
 		compose.OAuth2TokenRevocationFactory,
 		compose.OAuth2TokenIntrospectionFactory,
 	)
-	p := &Provider{cfg: cfg, oauth: oauth, fcfg: fcfg, store: store, log: cfg.Logger, issuer: cfg.Issuer}
+	p := &Provider{cfg: cfg, oauth: oauth, clients: oauth.(*fosite.Fosite), tokens: tokens, fcfg: fcfg, store: store,
+		log: cfg.Logger, issuer: cfg.Issuer}
 	if p.cfg.Authenticator == nil {
 		p.cfg.Authenticator = unavailable{p}
 	}
@@ -227,9 +236,10 @@ func (p *Provider) Mount(mux *http.ServeMux) {
 	mux.HandleFunc("POST "+PathPAR, p.par)
 	mux.HandleFunc("POST "+PathToken, p.token)
 	mux.HandleFunc("POST "+PathRevoke, p.revoke)
+	mux.HandleFunc("POST "+PathIntrospect, p.introspect)
 	mux.HandleFunc("GET "+PathEndSession, p.endSession)
 	mux.HandleFunc("POST "+PathEndSession, p.endSession)
-	for _, path := range []string{PathPAR, PathToken, PathRevoke} {
+	for _, path := range []string{PathPAR, PathToken, PathRevoke, PathIntrospect} {
 		mux.HandleFunc("GET "+path, methodNotAllowed("POST"))
 	}
 }

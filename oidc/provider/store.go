@@ -51,9 +51,8 @@ func newStore(d *db.DB, ring *keyring.Ring, clientTTL, replayWindow time.Duratio
 }
 
 const (
-	kindCode   = "authorize_code"
-	kindAccess = "access_token"
-	kindPAR    = "par"
+	kindCode = "authorize_code"
+	kindPAR  = "par"
 )
 
 func hashKey(s string) []byte {
@@ -232,87 +231,49 @@ func requestPlace(kind string, key []byte) keyring.Place {
 	return keyring.Place{Table: "oauth_requests", Row: kind + ":" + hex.EncodeToString(key), Column: "payload"}
 }
 
-// get loads a request row; inactive rows are returned with active=false. Within one
-// request a row is read once.
-func (st *Store) get(ctx context.Context, kind, signature string) (fosite.Requester, bool, error) {
-	scope := scopeFrom(ctx)
-	if scope != nil {
-		if m, ok := scope.memo(kind, signature); ok {
-			return m.req, m.active, nil
-		}
-	}
-	r, active, err := st.load(ctx, kind, signature, false)
-	if err == nil && scope != nil {
-		scope.remember(kind, signature, memoEntry{req: r, active: active})
-	}
-	return r, active, err
-}
-
-// load reads (or, with take, deletes and returns) a request row with the tenant's
-// keys, in one round trip.
-func (st *Store) load(ctx context.Context, kind, signature string, take bool) (fosite.Requester, bool, error) {
+// take deletes and returns a request row (read with the tenant's keys), in one
+// round trip. Only the app that stored the request takes it (another app of the
+// tenant naming its request_uri cannot use it up).
+func (st *Store) take(ctx context.Context, kind, signature string) (fosite.Requester, error) {
 	scope := scopeFrom(ctx)
 	if scope == nil {
-		return nil, false, fosite.ErrNotFound
+		return nil, fosite.ErrNotFound
+	}
+	c, err := st.GetClient(ctx, scopeClientID(scope))
+	if err != nil {
+		return nil, fosite.ErrNotFound
 	}
 	key := hashKey(signature)
 	var (
-		active, found bool
-		payload       []byte
-		expires       time.Time
-		keys          *keyring.Keys
+		found   bool
+		payload []byte
+		expires time.Time
+		keys    *keyring.Keys
 	)
-	q := `SELECT active, payload, expires_at FROM oauth_requests WHERE kind = $1 AND signature_hash = $2`
-	args := []any{kind, key}
-	if take {
-		// Only the app that pushed the request takes it (another app of the tenant
-		// naming its request_uri cannot use it up).
-		c, err := st.GetClient(ctx, scopeClientID(scope))
-		if err != nil {
-			return nil, false, fosite.ErrNotFound
-		}
-		q = `DELETE FROM oauth_requests WHERE kind = $1 AND signature_hash = $2 AND app_id = $3 RETURNING active, payload, expires_at`
-		args = append(args, c.(*Client).AppID)
-	}
-	err := st.read(ctx, st.ring.SnapshotStatement(scope.tenant(), &keys), db.Statement{SQL: q, Args: args,
+	err = st.read(ctx, st.ring.SnapshotStatement(scope.tenant(), &keys), db.Statement{
+		SQL:  `DELETE FROM oauth_requests WHERE kind = $1 AND signature_hash = $2 AND app_id = $3 RETURNING payload, expires_at`,
+		Args: []any{kind, key, c.(*Client).AppID},
 		Scan: func(rows pgx.Rows) error {
 			if rows.Next() {
 				found = true
-				return rows.Scan(&active, &payload, &expires)
+				return rows.Scan(&payload, &expires)
 			}
 			return nil
 		}})
 	if errors.Is(err, errNoTenant) || (err == nil && !found) {
-		return nil, false, fosite.ErrNotFound
+		return nil, fosite.ErrNotFound
 	}
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
 	scope.setKeys(keys)
 	if payload, err = keys.Open(requestPlace(kind, key), payload); err != nil {
-		return nil, false, err
+		return nil, err
 	}
 	if st.now().After(expires) {
-		return nil, false, fosite.ErrNotFound
+		return nil, fosite.ErrNotFound
 	}
-	var sr storedRequest
-	if err := json.Unmarshal(payload, &sr); err != nil {
-		return nil, false, fmt.Errorf("decoding stored request: %w", err)
-	}
-	c, err := st.GetClient(ctx, sr.ClientID)
-	if err != nil {
-		return nil, false, err
-	}
-	r, err := sr.toRequest(c)
-	return r, active, err
-}
-
-func (st *Store) delete(ctx context.Context, kind, signature string) error {
-	if scope := scopeFrom(ctx); scope != nil {
-		scope.forget(kind, signature)
-	}
-	return st.write(ctx, nil, db.Statement{SQL: `DELETE FROM oauth_requests WHERE kind = $1 AND signature_hash = $2`,
-		Args: []any{kind, hashKey(signature)}})
+	return st.decode(ctx, payload)
 }
 
 func expiresAt(r fosite.Requester, t fosite.TokenType, fallback time.Duration) time.Time {
@@ -364,10 +325,15 @@ func codePlace(id uuid.UUID) keyring.Place {
 	return keyring.Place{Table: "login_transactions", Row: id.String(), Column: "code_payload"}
 }
 
-// GetAuthorizeCodeSession reads the code's login transaction. A code already
-// redeemed is answered with ErrInvalidatedAuthorizeCode and a request carrying its
-// id, so fosite revokes the access tokens its first use issued. It may only run in
-// the token request's atomic scope, whose access token write redeems the code.
+// GetAuthorizeCodeSession redeems the code as it reads it, in one round trip: the
+// statement that returns the code's request and the OIDC session also marks the
+// login transaction redeemed and wipes both payloads, so the identity claims leave
+// the database exactly when the code is used, and a code is tried once (RFC 6749
+// §4.1.2), whether the request then succeeds or not. A code already redeemed is
+// answered with ErrInvalidatedAuthorizeCode and a request carrying its id, so fosite
+// revokes the access token its first use issued. Only the app the code was issued
+// to finds it (another app of the tenant can neither redeem nor burn it), and an
+// expired code is not found. It may only run in the token request's atomic scope.
 func (st *Store) GetAuthorizeCodeSession(ctx context.Context, signature string, _ fosite.Session) (fosite.Requester, error) {
 	scope := scopeFrom(ctx)
 	if scope == nil || !scope.atomic {
@@ -380,42 +346,62 @@ func (st *Store) GetAuthorizeCodeSession(ctx context.Context, signature string, 
 		return m.req, nil
 	}
 	var (
-		id                uuid.UUID
-		state, reqID      string
+		id, usedID        uuid.UUID
+		reqID, usedReqID  string
 		codeRaw, claimRaw []byte
-		found             bool
+		redeemed, used    bool
 		keys              *keyring.Keys
 	)
 	presenting, err := st.GetClient(ctx, scopeClientID(scope))
 	if err != nil {
 		return nil, err
 	}
-	// Only the app the code was issued to finds it (another app of the tenant can
-	// neither redeem nor burn it), and an expired code is not found.
-	err = st.read(ctx, st.ring.SnapshotStatement(scope.tenant(), &keys), db.Statement{
-		SQL: `SELECT id, state, coalesce(request_id, ''), code_payload, sealed_payload FROM login_transactions
-			WHERE code_hash = $1 AND app_id = $2
-			  AND (state = 'redeemed' OR (state = 'code_issued' AND expires_at > now()))`,
-		Args: []any{hashKey(signature), presenting.(*Client).AppID},
-		Scan: func(rows pgx.Rows) error {
-			if rows.Next() {
-				found = true
-				return rows.Scan(&id, &state, &reqID, &codeRaw, &claimRaw)
-			}
-			return nil
-		}})
+	code, app := hashKey(signature), presenting.(*Client).AppID
+	err = st.read(ctx, st.ring.SnapshotStatement(scope.tenant(), &keys),
+		db.Statement{
+			// The row lock makes concurrent redemptions of one code wait for the first;
+			// they then find it redeemed (the second statement) and revoke its token.
+			SQL: `WITH code AS (
+				SELECT id, code_payload, sealed_payload FROM login_transactions
+				 WHERE code_hash = $1 AND app_id = $2 AND state = 'code_issued' AND expires_at > now()
+				   FOR UPDATE)
+			UPDATE login_transactions t
+			   SET state = 'redeemed', code_payload = NULL, sealed_payload = NULL,
+			       expires_at = greatest(t.expires_at, now() + $3::interval)
+			  FROM code WHERE t.id = code.id
+			RETURNING t.id, coalesce(t.request_id, ''), code.code_payload, code.sealed_payload`,
+			Args: []any{code, app, fmt.Sprintf("%d seconds", int(st.replayWindow.Seconds()))},
+			Scan: func(rows pgx.Rows) error {
+				if rows.Next() {
+					redeemed = true
+					return rows.Scan(&id, &reqID, &codeRaw, &claimRaw)
+				}
+				return nil
+			}},
+		db.Statement{
+			SQL:  `SELECT id, coalesce(request_id, '') FROM login_transactions WHERE code_hash = $1 AND app_id = $2 AND state = 'redeemed'`,
+			Args: []any{code, app},
+			Scan: func(rows pgx.Rows) error {
+				if rows.Next() {
+					used = true
+					return rows.Scan(&usedID, &usedReqID)
+				}
+				return nil
+			}})
 	if err != nil {
 		return nil, err
 	}
-	if !found {
-		return nil, fosite.ErrNotFound
-	}
 	scope.setKeys(keys)
-	if state == "redeemed" {
-		used := &fosite.Request{ID: reqID, Client: presenting, Session: newSession()}
-		scope.remember(kindCode, signature, memoEntry{req: used, active: false})
-		return used, fosite.ErrInvalidatedAuthorizeCode
+	if !redeemed {
+		if !used {
+			return nil, fosite.ErrNotFound
+		}
+		scope.setCode(usedID)
+		replayed := &fosite.Request{ID: usedReqID, Client: presenting, Session: newSession()}
+		scope.remember(kindCode, signature, memoEntry{req: replayed, active: false})
+		return replayed, fosite.ErrInvalidatedAuthorizeCode
 	}
+	scope.setCode(id)
 	if codeRaw, err = keys.Open(codePlace(id), codeRaw); err != nil {
 		return nil, err
 	}
@@ -432,12 +418,11 @@ func (st *Store) GetAuthorizeCodeSession(ctx context.Context, signature string, 
 	}
 	scope.remember(kindCode, signature, memoEntry{req: codeReq, active: true})
 	scope.setOIDC(oidcReq)
-	scope.setCode(id)
 	return codeReq, nil
 }
 
-// InvalidateAuthorizeCodeSession has nothing to do of its own: the access token's
-// write redeems the code (CreateAccessTokenSession).
+// InvalidateAuthorizeCodeSession has nothing to do of its own: reading the code
+// redeemed it.
 func (st *Store) InvalidateAuthorizeCodeSession(ctx context.Context, signature string) error {
 	scope := scopeFrom(ctx)
 	if scope == nil {
@@ -447,57 +432,6 @@ func (st *Store) InvalidateAuthorizeCodeSession(ctx context.Context, signature s
 		return fosite.ErrInvalidatedAuthorizeCode
 	}
 	return nil
-}
-
-// errCodeRaced: a concurrent request redeemed the code between this request's read
-// and its write. The request issues nothing, and the tokens the other one issued are
-// revoked, as for any replayed code.
-var errCodeRaced = errors.New("provider: the authorization code was redeemed concurrently")
-
-// redeemStatement redeems the code read in this request and stores its access token,
-// in one statement that writes nothing unless the code was still unredeemed.
-func (st *Store) redeemStatement(ctx context.Context, txID uuid.UUID, signature string, r fosite.Requester, expires time.Time) error {
-	c := r.GetClient().(*Client)
-	raw, err := json.Marshal(toStored(r, false))
-	if err != nil {
-		return err
-	}
-	key := hashKey(signature)
-	sealed, version, err := st.seal(ctx, c.TenantID, requestPlace(kindAccess, key), raw)
-	if err != nil {
-		return err
-	}
-	var n int64
-	return st.write(ctx, func() error {
-		if n != 1 {
-			return errCodeRaced
-		}
-		return nil
-	}, db.Statement{SQL: `WITH redeemed AS (
-			UPDATE login_transactions t
-			   SET state = 'redeemed', code_payload = NULL, sealed_payload = NULL,
-			       expires_at = greatest(t.expires_at, now() + $1::interval)
-			 WHERE t.id = $2 AND t.state = 'code_issued' AND t.expires_at > now() AND ` + keyGuard(4, 9) + `
-			RETURNING t.app_id)
-		INSERT INTO oauth_requests (kind, signature_hash, tenant_id, app_id, request_id, payload, requested_at, expires_at)
-		SELECT 'access_token', $3, $4, redeemed.app_id, $5, $6, $7, $8 FROM redeemed`,
-		Args: []any{fmt.Sprintf("%d seconds", int(st.replayWindow.Seconds())), txID,
-			key, c.TenantID, r.GetID(), sealed, r.GetRequestedAt(), expires, version},
-		Affected: &n})
-}
-
-// burnCode redeems the code a refused token request read, so that a code is tried
-// at most once (as RFC 6749 §4.1.2 has it: single use).
-func (st *Store) burnCode(ctx context.Context) {
-	scope := scopeFrom(ctx)
-	if scope == nil {
-		return
-	}
-	if id := scope.code(); id != uuid.Nil {
-		_ = st.write(ctx, nil, db.Statement{SQL: `UPDATE login_transactions
-			SET state = 'redeemed', code_payload = NULL, sealed_payload = NULL
-			WHERE id = $1 AND state = 'code_issued'`, Args: []any{id}})
-	}
 }
 
 func (st *Store) decode(ctx context.Context, raw []byte) (fosite.Requester, error) {
@@ -531,35 +465,6 @@ func (st *Store) GetPKCERequestSession(ctx context.Context, signature string, s 
 }
 
 func (st *Store) DeletePKCERequestSession(context.Context, string) error { return nil }
-
-// --- access tokens ---
-
-// CreateAccessTokenSession stores the access token; in a token request that read a
-// code, the same statement redeems it (redeemStatement).
-func (st *Store) CreateAccessTokenSession(ctx context.Context, signature string, r fosite.Requester) error {
-	expires := expiresAt(r, fosite.AccessToken, time.Hour)
-	if s := scopeFrom(ctx); s != nil && s.code() != uuid.Nil {
-		return st.redeemStatement(ctx, s.code(), signature, r, expires)
-	}
-	return st.create(ctx, kindAccess, signature, r, expires)
-}
-
-func (st *Store) GetAccessTokenSession(ctx context.Context, signature string, _ fosite.Session) (fosite.Requester, error) {
-	r, _, err := st.get(ctx, kindAccess, signature)
-	return r, err
-}
-
-func (st *Store) DeleteAccessTokenSession(ctx context.Context, signature string) error {
-	return st.delete(ctx, kindAccess, signature)
-}
-
-// RevokeAccessToken removes every access token issued for a request (a replayed
-// code revokes what its first use issued).
-func (st *Store) RevokeAccessToken(ctx context.Context, requestID string) error {
-	return st.write(ctx, nil, db.Statement{SQL: `DELETE FROM oauth_requests
-		WHERE kind = $1 AND request_id = $2 AND tenant_id = mimoto_current_tenant()`,
-		Args: []any{kindAccess, requestID}})
-}
 
 // --- refresh tokens: mimoto issues none (no end-user session to refresh) ---
 
@@ -598,7 +503,7 @@ func (st *Store) GetPARSession(ctx context.Context, requestURI string) (fosite.A
 		}
 		return nil, fosite.ErrNotFound
 	}
-	r, _, err := st.load(ctx, kindPAR, requestURI, true)
+	r, err := st.take(ctx, kindPAR, requestURI)
 	if err != nil {
 		return nil, err
 	}

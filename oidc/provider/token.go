@@ -8,19 +8,19 @@ import (
 	"github.com/ory/fosite"
 )
 
-// token is the token endpoint. Its writes are one batch at the end (an atomic
-// scope): the statement that stores the access token also redeems the code and
-// deletes the identity claims, so they commit together, or not at all. A token
-// exchange is two round trips to the database: reading the code, and that batch.
+// token is the token endpoint. A code exchange is one round trip to the database:
+// reading the code redeems it and deletes the identity claims
+// (GetAuthorizeCodeSession), and the access token, self-contained, writes nothing
+// (accesstoken.go). The scope is atomic: what else the request writes (the
+// revocation of a replayed code's token) is sent when it is answered.
 func (p *Provider) token(w http.ResponseWriter, r *http.Request) {
 	ctx, scope := withScope(r.Context(), true)
 	ar, err := p.oauth.NewAccessRequest(ctx, r, newSession())
 	if err != nil {
 		err = clientAuthError(err)
-		// Keep what the refusal itself wrote: a used client-assertion id, the tried
-		// code, and the revocation of tokens issued from a replayed code.
-		p.store.burnCode(ctx)
-		if cerr := p.store.finish(ctx, scope, true); cerr != nil && !isJTIConflict(cerr) {
+		// Keep what the refusal itself wrote: the revocation of the token issued from
+		// a replayed code.
+		if cerr := p.store.finish(ctx, scope, true); cerr != nil {
 			err = fosite.ErrServerError.WithWrap(cerr)
 		}
 		p.logError(ctx, "token request refused", err)
@@ -35,27 +35,15 @@ func (p *Provider) token(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := p.store.finish(ctx, scope, true); err != nil {
-		p.oauth.WriteAccessError(ctx, w, ar, p.tokenCommitError(ctx, ar, err))
+		p.oauth.WriteAccessError(ctx, w, ar, p.tokenCommitError(ctx, err))
 		return
 	}
 	p.oauth.WriteAccessResponse(ctx, w, ar, resp)
 }
 
-// tokenCommitError answers a token request whose writes did not commit: a used
-// client assertion is invalid_client, a code redeemed meanwhile by another request
-// is a replay (its tokens are revoked), anything else a server error.
-func (p *Provider) tokenCommitError(ctx context.Context, ar fosite.AccessRequester, err error) error {
-	switch {
-	case isJTIConflict(err):
-		err = clientAuthError(fosite.ErrJTIKnown)
-	case errors.Is(err, errCodeRaced):
-		if rerr := p.store.RevokeAccessToken(withScopeOf(ctx, false), ar.GetID()); rerr != nil {
-			p.logError(ctx, "revoking the tokens of a replayed code", rerr)
-		}
-		err = fosite.ErrInvalidGrant.WithHint("The authorization code has already been used.").WithWrap(err)
-	default:
-		err = fosite.ErrServerError.WithWrap(err)
-	}
+// tokenCommitError answers a token request whose writes did not commit.
+func (p *Provider) tokenCommitError(ctx context.Context, err error) error {
+	err = fosite.ErrServerError.WithWrap(err)
 	p.logError(ctx, "token response not committed", err)
 	return err
 }
