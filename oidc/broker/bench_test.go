@@ -10,20 +10,19 @@ import (
 	"net/url"
 	"os"
 	"runtime"
-	"slices"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
+	"github.com/azuma/mimoto/internal/loadtest"
 	"github.com/azuma/mimoto/oidc/broker"
 	"github.com/azuma/mimoto/oidc/trust"
 )
 
 // BenchmarkBrokeredLogin measures complete logins through the simulated federation
 // on loopback: app → mimoto → simulated IdP (PAR and token over mTLS) → mimoto →
-// app token, at concurrency 1, 8 and 32. It reports logins/s, latency percentiles
-// and the process's peak RSS (mimoto, the simulator and the driver share it).
+// app token, at concurrency 1, 8 and 32. It reports logins/s, latency percentiles,
+// CPU per login, and the process's peak RSS (mimoto, the simulator and the driver
+// share the process).
 func BenchmarkBrokeredLogin(b *testing.B) {
 	for _, c := range []int{1, 8, 32} {
 		b.Run(fmt.Sprintf("c%d", c), func(b *testing.B) {
@@ -61,49 +60,7 @@ func BenchmarkBrokeredLogin(b *testing.B) {
 				}
 				return fmt.Errorf("too many redirects")
 			}
-			if err := login(); err != nil { // warm caches (trust, keys, TLS)
-				b.Fatal(err)
-			}
-			lat := make([]time.Duration, b.N)
-			var (
-				wg    sync.WaitGroup
-				next  = make(chan int)
-				mu    sync.Mutex
-				first error
-			)
-			b.ResetTimer()
-			start := time.Now()
-			for w := 0; w < c; w++ {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for i := range next {
-						t0 := time.Now()
-						if err := login(); err != nil {
-							mu.Lock()
-							if first == nil {
-								first = err
-							}
-							mu.Unlock()
-						}
-						lat[i] = time.Since(t0)
-					}
-				}()
-			}
-			for i := 0; i < b.N; i++ {
-				next <- i
-			}
-			close(next)
-			wg.Wait()
-			elapsed := time.Since(start)
-			b.StopTimer()
-			if first != nil {
-				b.Fatal(first)
-			}
-			slices.Sort(lat)
-			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "logins/s")
-			b.ReportMetric(float64(lat[b.N/2].Microseconds())/1000, "p50_ms")
-			b.ReportMetric(float64(lat[(b.N*99)/100].Microseconds())/1000, "p99_ms")
+			loadtest.Run(b, b.N, c, "logins", func(int) error { return login() })
 			b.ReportMetric(peakRSSMB(), "peak_rss_MB")
 		})
 	}

@@ -199,11 +199,6 @@ func randomToken() string {
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
-func hashBytes(s string) []byte {
-	h := sha256.Sum256([]byte(s))
-	return h[:]
-}
-
 // errorf wraps a reason for the log; the person sees a generic page.
 func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }
 

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -24,17 +25,21 @@ import (
 func (b *Broker) callback(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	q := r.URL.Query()
-	txID, up, err := b.loadUpstream(ctx, q.Get("state"))
-	if err != nil {
-		b.cfg.Logger.InfoContext(ctx, "GesundheitsID callback without an open login", "reason", err.Error())
+	up, ok := b.upstreamOf(r)
+	if !ok {
+		// Another browser, an expired leg, or a callback nobody started: there is no
+		// login to end here (and a login open in another browser is not disturbed).
+		b.cfg.Logger.InfoContext(ctx, "GesundheitsID callback without an IdP leg in this browser")
 		b.errorPage(w, http.StatusBadRequest)
 		return
 	}
+	clearUpstream(w)
+	txID := up.TransactionID
 	fail := func(rfc *fosite.RFC6749Error, reason error) {
 		b.fail(w, r, up.TenantID, up.AppID, txID, up.IdP, up.Started, rfc, reason)
 	}
-	if !b.browserBound(r, txID) {
-		fail(fosite.ErrAccessDenied.WithHint("The login was not started in this browser."), errorf("browser binding cookie missing or wrong"))
+	if subtle.ConstantTimeCompare([]byte(q.Get("state")), []byte(up.State)) != 1 {
+		fail(fosite.ErrAccessDenied.WithHint("The login was not started in this browser."), errorf("callback state does not match the browser's IdP leg"))
 		return
 	}
 	if e := q.Get("error"); e != "" {

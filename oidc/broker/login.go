@@ -3,10 +3,8 @@ package broker
 import (
 	"context"
 	"crypto/sha256"
-	"database/sql"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -15,41 +13,47 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 	"github.com/ory/fosite"
 
 	"github.com/azuma/mimoto/db"
-	"github.com/azuma/mimoto/db/keyring"
 	"github.com/azuma/mimoto/oidc/provider"
 	"github.com/azuma/mimoto/oidc/telematik"
 	"github.com/azuma/mimoto/oidc/trust"
 )
 
-// upstream is the sealed state of the IdP leg of one login (no identity data).
+// upstream is the state of the IdP leg of one login (no identity data). It travels
+// sealed in a cookie of the person's browser (upstreamCookie), which binds the
+// callback to the browser that started the login; the login transaction, claimed
+// once by the callback, makes the leg single-use.
 type upstream struct {
-	TenantID  uuid.UUID `json:"tenant_id"`
-	AppID     uuid.UUID `json:"app_id"`
-	ClientID  string    `json:"client_id"`
-	EntityID  string    `json:"entity_id"`
-	IdP       string    `json:"idp"`
-	Nonce     string    `json:"nonce"`
-	Verifier  string    `json:"verifier"`
-	ACR       string    `json:"acr"`
-	Scopes    []string  `json:"scopes"`
-	AppScopes []string  `json:"app_scopes"`
-	Started   time.Time `json:"started"`
+	TransactionID uuid.UUID `json:"tx"`
+	State         string    `json:"state"`
+	TenantID      uuid.UUID `json:"tenant_id"`
+	AppID         uuid.UUID `json:"app_id"`
+	ClientID      string    `json:"client_id"`
+	EntityID      string    `json:"entity_id"`
+	IdP           string    `json:"idp"`
+	Nonce         string    `json:"nonce"`
+	Verifier      string    `json:"verifier"`
+	ACR           string    `json:"acr"`
+	Scopes        []string  `json:"scopes"`
+	AppScopes     []string  `json:"app_scopes"`
+	Started       time.Time `json:"started"`
 }
 
-const cookieName = "mimoto_login"
+const (
+	cookieName     = "mimoto_login" // binds a login on the picker page to the browser
+	upstreamCookie = "mimoto_idp"   // the sealed IdP leg, from the redirect to the IdP until its callback
+	cookiePath     = "/federation/"
+)
 
 // Begin starts the GesundheitsID leg: straight to the named IdP (idp_hint), or to
 // the picker page.
 func (b *Broker) Begin(w http.ResponseWriter, r *http.Request, login provider.LoginRequest) {
 	ctx := r.Context()
-	b.bindBrowser(w, login.TransactionID)
 	if login.IDPHint != "" {
 		if !b.knownIdP(ctx, login.IDPHint) {
-			b.failStart(w, r, login.TenantID, login.AppID, login.TransactionID, "", time.Now(),
+			b.failStart(w, r, login, "", time.Now(),
 				fosite.ErrInvalidRequest.WithHint("idp_hint does not name an IdP of the GesundheitsID federation."),
 				errorf("unknown idp_hint"))
 			return
@@ -57,6 +61,14 @@ func (b *Broker) Begin(w http.ResponseWriter, r *http.Request, login provider.Lo
 		b.startUpstream(w, r, login, login.IDPHint)
 		return
 	}
+	// The picker page comes first: the login starts now.
+	if err := login.Start(ctx, eventsStatement(login.TenantID, login.AppID, login.TransactionID,
+		loginEvent{step: "started", outcome: "ok"})); err != nil {
+		b.cfg.Logger.ErrorContext(ctx, "starting a login", "error", err.Error())
+		b.errorPage(w, http.StatusServiceUnavailable)
+		return
+	}
+	b.bindBrowser(w, login.TransactionID)
 	http.Redirect(w, r, PathSelect+"?login="+url.QueryEscape(b.loginRef(login)), http.StatusSeeOther)
 }
 
@@ -93,7 +105,7 @@ func (b *Broker) parseLoginRef(ref string) (provider.LoginRequest, bool) {
 // replayed in another browser (login CSRF) is refused.
 func (b *Broker) bindBrowser(w http.ResponseWriter, tx uuid.UUID) {
 	http.SetCookie(w, &http.Cookie{
-		Name: cookieName, Value: keyedHash(b.stateKey, []byte("browser"), tx[:]), Path: "/federation/",
+		Name: cookieName, Value: keyedHash(b.stateKey, []byte("browser"), tx[:]), Path: cookiePath,
 		HttpOnly: true, Secure: b.cfg.SecureCookies, SameSite: http.SameSiteLaxMode, MaxAge: 900,
 	})
 }
@@ -109,7 +121,7 @@ func (b *Broker) startUpstream(w http.ResponseWriter, r *http.Request, login pro
 	ctx := r.Context()
 	started := b.cfg.Now()
 	fail := func(rfc *fosite.RFC6749Error, reason error) {
-		b.failStart(w, r, login.TenantID, login.AppID, login.TransactionID, idpID, started, rfc, reason)
+		b.failStart(w, r, login, idpID, started, rfc, reason)
 	}
 	idp, err := b.cfg.Trust.Provider(ctx, idpID)
 	if err != nil {
@@ -127,16 +139,16 @@ func (b *Broker) startUpstream(w http.ResponseWriter, r *http.Request, login pro
 		return
 	}
 	up := upstream{
+		TransactionID: login.TransactionID, State: randomToken(),
 		TenantID: login.TenantID, AppID: login.AppID, ClientID: login.ClientID,
 		EntityID: b.cfg.Entities.EntityID(appKey), IdP: idpID,
 		Nonce: randomToken(), Verifier: randomToken(), ACR: requestedACR(login.ACRValues),
 		Scopes: upstreamScopes(login.Scopes, idp.ScopesSupported), AppScopes: login.Scopes, Started: started,
 	}
-	state := base64.RawURLEncoding.EncodeToString(login.TenantID[:]) + "." + randomToken()
 	challenge := sha256.Sum256([]byte(up.Verifier))
 	form := url.Values{
 		"client_id": {up.EntityID}, "response_type": {"code"}, "redirect_uri": {b.cfg.Entities.RedirectURI()},
-		"state": {state}, "nonce": {up.Nonce}, "scope": {strings.Join(up.Scopes, " ")},
+		"state": {up.State}, "nonce": {up.Nonce}, "scope": {strings.Join(up.Scopes, " ")},
 		"code_challenge": {base64.RawURLEncoding.EncodeToString(challenge[:])}, "code_challenge_method": {"S256"},
 		"acr_values": {up.ACR},
 	}
@@ -158,9 +170,20 @@ func (b *Broker) startUpstream(w http.ResponseWriter, r *http.Request, login pro
 		fail(rfc, reason)
 		return
 	}
-	// The IdP cannot call back before the browser gets there, so the state is saved
-	// now, in one transaction with the login's first meta-data events.
-	if err := b.saveUpstream(ctx, login.TransactionID, state, up, time.Since(started)); err != nil {
+	// The login's first meta-data events, with the login transaction itself if it is
+	// not stored yet (one round trip); the IdP leg goes with the browser.
+	events := []loginEvent{{step: "idp_redirect", outcome: "ok", idp: up.IdP, acr: up.ACR, took: time.Since(started)}}
+	if login.Started() {
+		err = b.cfg.DB.TenantBatch(ctx, login.TenantID, eventsStatement(login.TenantID, login.AppID, login.TransactionID, events...))
+	} else {
+		err = login.Start(ctx, eventsStatement(login.TenantID, login.AppID, login.TransactionID,
+			append([]loginEvent{{step: "started", outcome: "ok"}}, events...)...))
+	}
+	if err != nil {
+		fail(fosite.ErrServerError, err)
+		return
+	}
+	if err := b.setUpstream(w, up); err != nil {
 		fail(fosite.ErrServerError, err)
 		return
 	}
@@ -193,79 +216,41 @@ func upstreamScopes(app, supported []string) []string {
 	return out
 }
 
-func upstreamPlace(tx uuid.UUID) keyring.Place {
-	return keyring.Place{Table: "login_transactions", Row: tx.String(), Column: "upstream_payload"}
-}
-
-func (b *Broker) saveUpstream(ctx context.Context, tx uuid.UUID, state string, up upstream, took time.Duration) error {
+// setUpstream seals the IdP leg into its cookie.
+func (b *Broker) setUpstream(w http.ResponseWriter, up upstream) error {
 	raw, err := json.Marshal(up)
 	if err != nil {
 		return err
 	}
-	keys, err := b.cfg.Ring.Recent(ctx, b.cfg.DB, up.TenantID)
-	if err != nil {
-		return err
-	}
-	sealed, err := keys.Seal(upstreamPlace(tx), raw)
-	if err != nil {
-		return err
-	}
-	// One round trip: the upstream leg and the first two events, together.
-	var n int64
-	err = b.cfg.DB.TenantBatch(ctx, up.TenantID,
-		db.Statement{SQL: `UPDATE login_transactions SET idp_entity_id = $1, upstream_state_hash = $2, upstream_payload = $3
-			WHERE id = $4 AND state = 'started' AND expires_at > now() AND ` + keyring.Guard(5, 6),
-			Args: []any{up.IdP, hashBytes(state), sealed, tx, up.TenantID, keys.ActiveVersion()}, Affected: &n},
-		eventsStatement(up.TenantID, up.AppID, tx,
-			loginEvent{step: "started", outcome: "ok"},
-			loginEvent{step: "idp_redirect", outcome: "ok", idp: up.IdP, acr: up.ACR, took: took}))
-	if err != nil {
-		return err
-	}
-	if n != 1 {
-		b.cfg.Ring.Forget(up.TenantID)
-		return errors.New("login transaction not open")
-	}
+	http.SetCookie(w, &http.Cookie{
+		Name: upstreamCookie, Value: base64.RawURLEncoding.EncodeToString(b.refAEAD.Seal(nil, nil, raw, []byte("upstream-leg"))),
+		Path: cookiePath, HttpOnly: true, Secure: b.cfg.SecureCookies, SameSite: http.SameSiteLaxMode, MaxAge: 900,
+	})
 	return nil
 }
 
-// loadUpstream finds the login of a callback by its state.
-func (b *Broker) loadUpstream(ctx context.Context, state string) (uuid.UUID, upstream, error) {
-	var (
-		up     upstream
-		txID   uuid.UUID
-		sealed []byte
-		keys   *keyring.Keys
-		found  bool
-	)
-	prefix, _, ok := strings.Cut(state, ".")
-	rawTenant, err := base64.RawURLEncoding.DecodeString(prefix)
-	if !ok || err != nil || len(rawTenant) != 16 || len(state) > 256 {
-		return txID, up, errorf("malformed state")
+// upstreamOf opens the IdP leg of the request's cookie; ok is false when the browser
+// has none (or a forged or damaged one).
+func (b *Broker) upstreamOf(r *http.Request) (upstream, bool) {
+	var up upstream
+	c, err := r.Cookie(upstreamCookie)
+	if err != nil || len(c.Value) > 8192 {
+		return up, false
 	}
-	tenant, _ := uuid.FromBytes(rawTenant)
-	err = b.cfg.DB.TenantBatch(ctx, tenant, b.cfg.Ring.SnapshotStatement(tenant, &keys), db.Statement{
-		SQL: `SELECT id, upstream_payload FROM login_transactions
-			WHERE upstream_state_hash = $1 AND state = 'started' AND expires_at > now()`,
-		Args: []any{hashBytes(state)},
-		Scan: func(rows pgx.Rows) error {
-			if rows.Next() {
-				found = true
-				return rows.Scan(&txID, &sealed)
-			}
-			return nil
-		}})
+	sealed, err := base64.RawURLEncoding.DecodeString(c.Value)
 	if err != nil {
-		return txID, up, err
+		return up, false
 	}
-	if !found {
-		return txID, up, sql.ErrNoRows
+	raw, err := b.refAEAD.Open(nil, nil, sealed, []byte("upstream-leg"))
+	if err != nil || json.Unmarshal(raw, &up) != nil || up.TransactionID == uuid.Nil || up.State == "" {
+		return up, false
 	}
-	raw, err := keys.Open(upstreamPlace(txID), sealed)
-	if err != nil {
-		return txID, up, err
-	}
-	return txID, up, json.Unmarshal(raw, &up)
+	return up, true
+}
+
+// clearUpstream removes the IdP leg's cookie once the callback used it.
+func clearUpstream(w http.ResponseWriter) {
+	http.SetCookie(w, &http.Cookie{Name: upstreamCookie, Path: cookiePath, MaxAge: -1, HttpOnly: true})
 }
 
 // callIdP POSTs a form to an IdP endpoint and classifies the outcome for the app: no
@@ -310,10 +295,21 @@ func (b *Broker) fail(w http.ResponseWriter, r *http.Request, tenant, app, tx uu
 	b.failWith(w, r, tenant, app, tx, started, rfc, reason, loginEvent{step: "failed", outcome: rfc.ErrorField, idp: idp})
 }
 
-// failStart is fail before the login's start was recorded (before the IdP leg).
-func (b *Broker) failStart(w http.ResponseWriter, r *http.Request, tenant, app, tx uuid.UUID, idp string, started time.Time, rfc *fosite.RFC6749Error, reason error) {
-	b.failWith(w, r, tenant, app, tx, started, rfc, reason,
-		loginEvent{step: "started", outcome: "ok"}, loginEvent{step: "failed", outcome: rfc.ErrorField, idp: idp})
+// failStart is fail before the IdP leg: the login transaction is stored first if it
+// is not yet (the provider ends the login with the app's error from there).
+func (b *Broker) failStart(w http.ResponseWriter, r *http.Request, login provider.LoginRequest, idp string, started time.Time, rfc *fosite.RFC6749Error, reason error) {
+	failed := loginEvent{step: "failed", outcome: rfc.ErrorField, idp: idp}
+	if login.Started() {
+		b.failWith(w, r, login.TenantID, login.AppID, login.TransactionID, started, rfc, reason, failed)
+		return
+	}
+	if err := login.Start(r.Context()); err != nil {
+		b.cfg.Logger.ErrorContext(r.Context(), "starting a failed login", "error", err.Error())
+		b.errorPage(w, http.StatusServiceUnavailable)
+		return
+	}
+	b.failWith(w, r, login.TenantID, login.AppID, login.TransactionID, started, rfc, reason,
+		loginEvent{step: "started", outcome: "ok"}, failed)
 }
 
 func (b *Broker) failWith(w http.ResponseWriter, r *http.Request, tenant, app, tx uuid.UUID, started time.Time, rfc *fosite.RFC6749Error, reason error, events ...loginEvent) {

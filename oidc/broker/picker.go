@@ -60,7 +60,7 @@ func (b *Broker) pickerPage(w http.ResponseWriter, r *http.Request) {
 	}
 	idps, err := b.cfg.Trust.IdPs(r.Context())
 	if err != nil {
-		b.failStart(w, r, login.TenantID, login.AppID, login.TransactionID, "", b.cfg.Now(),
+		b.failStart(w, r, login, "", b.cfg.Now(),
 			fosite.ErrTemporarilyUnavailable.WithHint("The federation's IdP list is not available."), err)
 		return
 	}

@@ -60,7 +60,7 @@ func (p *Provider) authorize(w http.ResponseWriter, r *http.Request) {
 		p.authorizeError(ctx, w, r, ar, fosite.ErrServerError.WithWrap(err))
 		return
 	}
-	err = p.store.openLogin(ctx, c, txID, raw, p.cfg.LoginLifespan)
+	start, err := p.store.openLogin(ctx, c, txID, raw, p.cfg.LoginLifespan)
 	if err != nil {
 		p.authorizeError(ctx, w, r, ar, fosite.ErrServerError.WithWrap(err))
 		return
@@ -77,6 +77,7 @@ func (p *Provider) authorize(w http.ResponseWriter, r *http.Request) {
 		IDPHint:       form.Get("idp_hint"),
 		Prompt:        form.Get("prompt"),
 		UILocales:     form.Get("ui_locales"),
+		start:         start,
 	})
 }
 
@@ -146,6 +147,12 @@ func (p *Provider) Complete(w http.ResponseWriter, r *http.Request, tenantID, tx
 	if err != nil {
 		_ = p.store.finish(ctx, scope, false)
 		p.authorizeError(ctx, w, r, ar, err)
+		return
+	}
+	if scope.takeIssue() != nil {
+		// A code without its claims' session (no openid scope) is never issued.
+		_ = p.store.finish(ctx, scope, false)
+		p.authorizeError(ctx, w, r, ar, fosite.ErrServerError.WithDebug("authorization code without an OIDC session"))
 		return
 	}
 	if err := p.store.finish(ctx, scope, true); err != nil {

@@ -42,6 +42,10 @@ type testAuthenticator struct {
 
 func (a *testAuthenticator) Begin(w http.ResponseWriter, r *http.Request, login provider.LoginRequest) {
 	a.last = login
+	if err := login.Start(r.Context()); err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
 	if a.park {
 		w.WriteHeader(http.StatusAccepted)
 		return

@@ -36,7 +36,10 @@ type SigningKeys interface {
 	PublicJWKS(ctx context.Context) (jose.JSONWebKeySet, error)
 }
 
-// LoginRequest is what an Authenticator learns about a login it must perform.
+// LoginRequest is what an Authenticator learns about a login it must perform. Its
+// login transaction is not stored yet: the authenticator stores it with Start, in
+// the same round trip as its own first records, before the person leaves for the
+// login (Complete and Fail find it there).
 type LoginRequest struct {
 	TransactionID uuid.UUID
 	TenantID      uuid.UUID
@@ -48,6 +51,22 @@ type LoginRequest struct {
 	IDPHint       string
 	Prompt        string
 	UILocales     string
+
+	start *loginStart // the transaction's INSERT until Start sends it (not serialised)
+}
+
+// Started reports whether the login transaction is stored (a LoginRequest that was
+// serialised, for example through a picker page, was started before).
+func (l LoginRequest) Started() bool { return l.start == nil || l.start.done.Load() }
+
+// Start stores the login transaction and, in the same round trip and transaction,
+// records (the authenticator's statements, such as meta-data events). It runs once:
+// a second call, or a call on a started request, is an error.
+func (l LoginRequest) Start(ctx context.Context, records ...db.Statement) error {
+	if l.start == nil || !l.start.done.CompareAndSwap(false, true) {
+		return errors.New("provider: the login transaction was already started")
+	}
+	return l.start.run(ctx, records)
 }
 
 // Identity is the authenticated person, as the ID token will carry it.
@@ -65,8 +84,9 @@ type Identity struct {
 }
 
 // Authenticator performs the person's login for a login transaction. It takes over
-// the browser and must end, in this or a later request, with Provider.Complete or
-// Provider.Fail.
+// the browser, stores the transaction with LoginRequest.Start before anything else
+// (so a login that fails at once still ends properly), and must end, in this or a
+// later request, with Provider.Complete or Provider.Fail.
 type Authenticator interface {
 	Begin(w http.ResponseWriter, r *http.Request, login LoginRequest)
 }
@@ -223,6 +243,11 @@ func New(cfg Config) (*Provider, error) {
 type unavailable struct{ p *Provider }
 
 func (u unavailable) Begin(w http.ResponseWriter, r *http.Request, login LoginRequest) {
+	if err := login.Start(r.Context()); err != nil {
+		u.p.logError(r.Context(), "starting a login", err)
+		u.p.errorPage(w, r, http.StatusServiceUnavailable, "temporarily_unavailable", "")
+		return
+	}
 	u.p.Fail(w, r, login.TenantID, login.TransactionID,
 		fosite.ErrTemporarilyUnavailable.WithHint("No identity provider is connected to this mimoto yet."))
 }

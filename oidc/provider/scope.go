@@ -31,6 +31,7 @@ type requestScope struct {
 	checks   []func() error
 	keys     *keyring.Keys // the tenant's keys as this request's first read saw them
 	codeTx   uuid.UUID     // the login transaction of the code this request read
+	issue    *codeIssue    // a code sealed for the login this request completes
 	clients  map[string]*Client
 	memos    map[string]memoEntry
 	oidc     fosite.Requester
@@ -235,4 +236,20 @@ func (s *requestScope) code() uuid.UUID {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.codeTx
+}
+
+// setIssue and takeIssue pass the sealed code from CreateAuthorizeCodeSession to
+// CreateOpenIDConnectSession.
+func (s *requestScope) setIssue(c *codeIssue) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.issue = c
+}
+
+func (s *requestScope) takeIssue() *codeIssue {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.issue
+	s.issue = nil
+	return c
 }

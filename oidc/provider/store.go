@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -294,10 +295,14 @@ func expiresAt(r fosite.Requester, t fosite.TokenType, fallback time.Duration) t
 // redeemed), so the identity claims are deleted exactly when the tokens are issued,
 // and only if the code was still unredeemed at that moment.
 
+// CreateAuthorizeCodeSession seals the code's request; the statement that stores it
+// is written by CreateOpenIDConnectSession, which fosite calls next in the same
+// request, so that the code and the claims are one row update.
 func (st *Store) CreateAuthorizeCodeSession(ctx context.Context, signature string, r fosite.Requester) error {
 	txID, ok := ctx.Value(loginTxKey{}).(uuid.UUID)
-	if !ok {
-		return errors.New("provider: authorization code outside a login transaction")
+	scope := scopeFrom(ctx)
+	if !ok || scope == nil || !scope.atomic {
+		return errors.New("provider: authorization code outside a login transaction's completion")
 	}
 	c := r.GetClient().(*Client)
 	raw, err := json.Marshal(toStored(r, false))
@@ -308,17 +313,19 @@ func (st *Store) CreateAuthorizeCodeSession(ctx context.Context, signature strin
 	if err != nil {
 		return err
 	}
-	var n int64
-	return st.write(ctx, func() error {
-		if n != 1 {
-			return errors.New("provider: login transaction not in state authenticated (or its key changed)")
-		}
-		return nil
-	}, db.Statement{SQL: `UPDATE login_transactions
-			SET code_hash = $1, code_payload = $2, request_id = $3, expires_at = $4
-			WHERE id = $5 AND state = 'authenticated' AND ` + keyGuard(6, 7),
-		Args:     []any{hashKey(signature), sealed, r.GetID(), expiresAt(r, fosite.AuthorizeCode, time.Minute), txID, c.TenantID, version},
-		Affected: &n})
+	scope.setIssue(&codeIssue{tx: txID, hash: hashKey(signature), sealed: sealed, version: version,
+		requestID: r.GetID(), expires: expiresAt(r, fosite.AuthorizeCode, time.Minute)})
+	return nil
+}
+
+// codeIssue is a code sealed by CreateAuthorizeCodeSession, waiting for its claims.
+type codeIssue struct {
+	tx        uuid.UUID
+	hash      []byte
+	sealed    []byte
+	version   int
+	requestID string
+	expires   time.Time
 }
 
 func codePlace(id uuid.UUID) keyring.Place {
@@ -535,12 +542,18 @@ func loginPlace(id uuid.UUID) keyring.Place {
 	return keyring.Place{Table: "login_transactions", Row: id.String(), Column: "sealed_payload"}
 }
 
-// CreateOpenIDConnectSession stores the claims of an issued code in the login
-// transaction that authenticated the person, sealed with the tenant key.
+// CreateOpenIDConnectSession stores the code (sealed by CreateAuthorizeCodeSession)
+// and the claims of the login transaction that authenticated the person, sealed with
+// the tenant key, in one update.
 func (st *Store) CreateOpenIDConnectSession(ctx context.Context, _ string, r fosite.Requester) error {
 	txID, ok := ctx.Value(loginTxKey{}).(uuid.UUID)
-	if !ok {
+	scope := scopeFrom(ctx)
+	if !ok || scope == nil {
 		return errors.New("provider: OIDC session outside a login transaction")
+	}
+	code := scope.takeIssue()
+	if code == nil || code.tx != txID {
+		return errors.New("provider: OIDC session without its authorization code")
 	}
 	c := r.GetClient().(*Client)
 	raw, err := json.Marshal(toStored(r, true))
@@ -551,15 +564,20 @@ func (st *Store) CreateOpenIDConnectSession(ctx context.Context, _ string, r fos
 	if err != nil {
 		return err
 	}
+	if version != code.version {
+		return errKeyGone
+	}
 	var n int64
 	return st.write(ctx, func() error {
 		if n != 1 {
-			return errors.New("provider: login transaction has no code (or its key changed)")
+			return errors.New("provider: login transaction not in state authenticated (or its key changed)")
 		}
 		return nil
-	}, db.Statement{SQL: `UPDATE login_transactions SET state = 'code_issued', sealed_payload = $1
-			WHERE id = $2 AND state = 'authenticated' AND code_hash IS NOT NULL AND ` + keyGuard(3, 4),
-		Args: []any{sealed, txID, c.TenantID, version}, Affected: &n})
+	}, db.Statement{SQL: `UPDATE login_transactions
+			SET state = 'code_issued', code_hash = $1, code_payload = $2, request_id = $3, expires_at = $4, sealed_payload = $5
+			WHERE id = $6 AND state = 'authenticated' AND ` + keyGuard(7, 8),
+		Args:     []any{code.hash, code.sealed, code.requestID, code.expires, sealed, txID, c.TenantID, version},
+		Affected: &n})
 }
 
 // GetOpenIDConnectSession returns the claims read when the code was redeemed in this
@@ -579,18 +597,35 @@ func (st *Store) DeleteOpenIDConnectSession(context.Context, string) error { ret
 
 // --- login transactions ---
 
-// openLogin stores a new login transaction with its sealed authorization request.
-func (st *Store) openLogin(ctx context.Context, c *Client, txID uuid.UUID, raw []byte, lifespan time.Duration) error {
+// loginStart is a login transaction sealed and ready to be stored (LoginRequest.Start).
+type loginStart struct {
+	st     *Store
+	tenant uuid.UUID
+	insert db.Statement
+	n      *int64
+	done   atomic.Bool
+}
+
+// openLogin prepares a new login transaction with its sealed authorization request.
+func (st *Store) openLogin(ctx context.Context, c *Client, txID uuid.UUID, raw []byte, lifespan time.Duration) (*loginStart, error) {
 	sealed, version, err := st.seal(ctx, c.TenantID, loginPlace(txID), raw)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	var n int64
-	return st.write(ctx, func() error { return st.keyChecked(c.TenantID, n) }, db.Statement{
+	ls := &loginStart{st: st, tenant: c.TenantID, n: new(int64)}
+	ls.insert = db.Statement{
 		SQL: `INSERT INTO login_transactions (id, tenant_id, app_id, state, sealed_payload, expires_at)
 			SELECT $1, $2, $3, 'started', $4, now() + $5::interval WHERE ` + keyGuard(2, 6),
 		Args:     []any{txID, c.TenantID, c.AppID, sealed, fmt.Sprintf("%d milliseconds", lifespan.Milliseconds()), version},
-		Affected: &n})
+		Affected: ls.n}
+	return ls, nil
+}
+
+func (ls *loginStart) run(ctx context.Context, records []db.Statement) error {
+	if err := ls.st.db.TenantBatch(ctx, ls.tenant, append([]db.Statement{ls.insert}, records...)...); err != nil {
+		return err
+	}
+	return ls.st.keyChecked(ls.tenant, *ls.n)
 }
 
 // claimLogin moves a started, unexpired login transaction to "authenticated" at
