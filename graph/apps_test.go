@@ -446,6 +446,15 @@ func TestDeleteApp(t *testing.T) {
 	// Meta data of a login, for billing.
 	err := p.db.App.InTenant(ctx, p.tenant, func(ctx context.Context, tx bun.Tx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO login_events (tenant_id, app_id, step, outcome, pseudonym) VALUES (?, ?, 'authenticated', 'success', '\x01')`, p.tenant, id)
+		if err != nil {
+			return err
+		}
+		// An open login and a pushed request of the app, which go with it.
+		if _, err := tx.ExecContext(ctx, `INSERT INTO login_transactions (tenant_id, app_id, state, expires_at) VALUES (?, ?, 'started', now() + interval '5 minutes')`, p.tenant, id); err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO oauth_requests (kind, signature_hash, tenant_id, app_id, request_id, payload, expires_at)
+			VALUES ('par', '\x02', ?, ?, 'r1', '\x03', now() + interval '1 minute')`, p.tenant, id)
 		return err
 	})
 	if err != nil {
@@ -491,14 +500,15 @@ func TestDeleteApp(t *testing.T) {
 	if r := p.do(p.owner, qDeleteApp, map[string]any{"t": p.tenant, "a": id}); r.code() != graph.CodeNotFound {
 		t.Fatalf("deleting it again: %+v", r)
 	}
-	var keys, events, tombstones int
+	var keys, events, tombstones, open int
 	err = p.db.App.InTenant(ctx, p.tenant, func(ctx context.Context, tx bun.Tx) error {
 		return tx.QueryRowContext(ctx, `SELECT (SELECT count(*) FROM app_federation_keys WHERE app_id = ?),
-			(SELECT count(*) FROM login_events WHERE app_id = ?), (SELECT count(*) FROM deleted_apps WHERE app_id = ?)`,
-			id, id, id).Scan(&keys, &events, &tombstones)
+			(SELECT count(*) FROM login_events WHERE app_id = ?), (SELECT count(*) FROM deleted_apps WHERE app_id = ?),
+			(SELECT count(*) FROM login_transactions WHERE app_id = ?) + (SELECT count(*) FROM oauth_requests WHERE app_id = ?)`,
+			id, id, id, id, id).Scan(&keys, &events, &tombstones, &open)
 	})
-	if err != nil || keys != 0 || events != 1 || tombstones != 1 {
-		t.Fatalf("after deletion: %d keys, %d login events, %d tombstones (%v)", keys, events, tombstones, err)
+	if err != nil || keys != 0 || events != 1 || tombstones != 1 || open != 0 {
+		t.Fatalf("after deletion: %d keys, %d login events, %d tombstones, %d open logins and requests (%v)", keys, events, tombstones, open, err)
 	}
 	// Billing still counts the login, under the app's name.
 	r = p.do(p.owner, `query($id: ID!) { tenant(id: $id) { usage { appId appName appDeleted logins } } }`, map[string]any{"id": p.tenant})

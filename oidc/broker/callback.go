@@ -113,7 +113,8 @@ type idTokenClaims struct {
 // verifyIDToken decrypts the JWE with the app's key and verifies the inner JWS and
 // its claims.
 func (b *Broker) verifyIDToken(ctx context.Context, up upstream, idp *trust.Provider, raw string) (*idTokenClaims, error) {
-	jwe, err := jose.ParseEncrypted(raw, []jose.KeyAlgorithm{jose.ECDH_ES}, []jose.ContentEncryption{jose.A256GCM})
+	// Compact forms only (what the protocol sends): no whitespace scan of the token.
+	jwe, err := jose.ParseEncryptedCompact(raw, []jose.KeyAlgorithm{jose.ECDH_ES}, []jose.ContentEncryption{jose.A256GCM})
 	if err != nil {
 		return nil, fmt.Errorf("ID token is not an ECDH-ES/A256GCM JWE: %w", err)
 	}
@@ -125,7 +126,7 @@ func (b *Broker) verifyIDToken(ctx context.Context, up upstream, idp *trust.Prov
 	if err != nil {
 		return nil, fmt.Errorf("ID token does not decrypt: %w", err)
 	}
-	jws, err := jose.ParseSigned(string(inner), []jose.SignatureAlgorithm{jose.ES256})
+	jws, err := jose.ParseSignedCompact(string(inner), []jose.SignatureAlgorithm{jose.ES256})
 	if err != nil || len(jws.Signatures) != 1 {
 		return nil, fmt.Errorf("inner ID token is not an ES256 JWS: %v", err)
 	}

@@ -478,6 +478,13 @@ func (s *Service) Delete(ctx context.Context, tx bun.IDB, tenantID, appID uuid.U
 		VALUES (?, ?, ?, ?, ?, ?, ?)`, a.ID, tenantID, a.Name, a.ClientID, key, status, a.CreatedAt); err != nil {
 		return nil, fmt.Errorf("apps: recording the deleted app: %w", err)
 	}
+	// The app's open logins and pushed requests go with it (those tables have no
+	// foreign keys: see migration 20261130000016).
+	for _, table := range []string{"login_transactions", "oauth_requests"} {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM `+table+` WHERE app_id = ? AND tenant_id = ?`, appID, tenantID); err != nil {
+			return nil, fmt.Errorf("apps: deleting the app's %s: %w", table, err)
+		}
+	}
 	if _, err := tx.ExecContext(ctx, `DELETE FROM apps WHERE id = ? AND tenant_id = ?`, appID, tenantID); err != nil {
 		return nil, fmt.Errorf("apps: deleting: %w", err)
 	}
