@@ -28,6 +28,7 @@ type requestScope struct {
 	tenantID uuid.UUID
 	atomic   bool
 	pending  []db.Statement
+	prelude  []db.Statement // written in front of the atomic scope's next read
 	checks   []func() error
 	keys     *keyring.Keys // the tenant's keys as this request's first read saw them
 	codeTx   uuid.UUID     // the login transaction of the code this request read
@@ -154,13 +155,33 @@ func (st *Store) run(ctx context.Context, fn db.TxFunc) error {
 	return st.db.InTenant(ctx, tenant, fn)
 }
 
-// read runs statements at once under the request's tenant, in one round trip.
+// read runs statements at once under the request's tenant, in one round trip, behind
+// the scope's prelude (a token request's client-assertion id), if any.
 func (st *Store) read(ctx context.Context, stmts ...db.Statement) error {
 	s := scopeFrom(ctx)
 	if s == nil || s.tenant() == uuid.Nil {
 		return errNoTenant
 	}
-	return st.db.TenantBatch(ctx, s.tenant(), stmts...)
+	pre := s.takePrelude()
+	err := st.db.TenantBatch(ctx, s.tenant(), append(pre, stmts...)...)
+	if err != nil && len(pre) > 0 && !isJTIConflict(err) {
+		s.addPrelude(pre...) // not written: finish writes it
+	}
+	return err
+}
+
+func (s *requestScope) addPrelude(stmts ...db.Statement) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.prelude = append(s.prelude, stmts...)
+}
+
+func (s *requestScope) takePrelude() []db.Statement {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	pre := s.prelude
+	s.prelude = nil
+	return pre
 }
 
 // write runs statements under the request's tenant: at once, or, in an atomic
@@ -194,8 +215,8 @@ func (st *Store) write(ctx context.Context, check func() error, stmts ...db.Stat
 // check's error is returned; the caller must then issue nothing.
 func (st *Store) finish(ctx context.Context, s *requestScope, commit bool) error {
 	s.mu.Lock()
-	pending, checks := s.pending, s.checks
-	s.pending, s.checks = nil, nil
+	pending, checks := append(s.prelude, s.pending...), s.checks
+	s.prelude, s.pending, s.checks = nil, nil, nil
 	tenant := s.tenantID
 	s.mu.Unlock()
 	if !commit || len(pending) == 0 {

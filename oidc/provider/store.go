@@ -143,21 +143,29 @@ func (s *requestScope) rememberClient(c *Client) {
 // requests carrying the same assertion).
 func (st *Store) ClientAssertionJWTValid(context.Context, string) error { return nil }
 
-// SetClientAssertionJWT records a used assertion id until its expiry, at once (also in
-// a token request: a replayed assertion must be refused before anything else of the
-// request is written). The insert fails on the primary key when the id is still
-// recorded: see isJTIConflict.
+// SetClientAssertionJWT records a used assertion id until its expiry. The insert
+// fails on the primary key when the id is still recorded (see isJTIConflict), so a
+// replayed assertion is refused, and it is written before anything else of the
+// request: at once, or in a token request in front of its first read (the code's
+// redemption), whose batch then fails as a whole (the code stays untouched, as for
+// any failed client authentication).
 func (st *Store) SetClientAssertionJWT(ctx context.Context, jti string, exp time.Time) error {
-	tenant := scopeFrom(ctx).tenant()
+	s := scopeFrom(ctx)
+	tenant := s.tenant()
 	if tenant == uuid.Nil {
 		return errNoTenant
 	}
 	key := hashKey(jti)
-	err := st.db.TenantBatch(ctx, tenant,
-		db.Statement{SQL: `DELETE FROM oauth_client_assertions WHERE tenant_id = $1 AND jti_hash = $2 AND expires_at <= now()`,
+	stmts := []db.Statement{
+		{SQL: `DELETE FROM oauth_client_assertions WHERE tenant_id = $1 AND jti_hash = $2 AND expires_at <= now()`,
 			Args: []any{tenant, key}},
-		db.Statement{SQL: `INSERT INTO oauth_client_assertions (tenant_id, jti_hash, expires_at) VALUES ($1, $2, $3)`,
-			Args: []any{tenant, key, exp}})
+		{SQL: `INSERT INTO oauth_client_assertions (tenant_id, jti_hash, expires_at) VALUES ($1, $2, $3)`,
+			Args: []any{tenant, key, exp}}}
+	if s.atomic {
+		s.addPrelude(stmts...)
+		return nil
+	}
+	err := st.db.TenantBatch(ctx, tenant, stmts...)
 	if isJTIConflict(err) {
 		return fosite.ErrJTIKnown
 	}

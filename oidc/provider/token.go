@@ -20,7 +20,7 @@ func (p *Provider) token(w http.ResponseWriter, r *http.Request) {
 		err = clientAuthError(err)
 		// Keep what the refusal itself wrote: the revocation of the token issued from
 		// a replayed code.
-		if cerr := p.store.finish(ctx, scope, true); cerr != nil {
+		if cerr := p.store.finish(ctx, scope, true); cerr != nil && !isJTIConflict(cerr) {
 			err = fosite.ErrServerError.WithWrap(cerr)
 		}
 		p.logError(ctx, "token request refused", err)
@@ -67,7 +67,7 @@ func (p *Provider) revoke(w http.ResponseWriter, r *http.Request) {
 func clientAuthError(err error) error {
 	var rfc *fosite.RFC6749Error
 	switch {
-	case errors.Is(err, fosite.ErrJTIKnown):
+	case errors.Is(err, fosite.ErrJTIKnown) || isJTIConflict(err):
 		return fosite.ErrInvalidClient.WithHint("The client assertion's jti was already used.").WithWrap(err)
 	case !errors.As(err, &rfc):
 		return fosite.ErrInvalidClient.WithHint("The client assertion is invalid: check its signature, audience, and times.").WithWrap(err)
