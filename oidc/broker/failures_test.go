@@ -14,6 +14,7 @@ import (
 
 	"github.com/azuma/mimoto/db/dbtest"
 	"github.com/azuma/mimoto/oidc/broker"
+	"github.com/azuma/mimoto/oidc/federation"
 	"github.com/azuma/mimoto/oidc/fedsim"
 	"github.com/azuma/mimoto/oidc/trust"
 )
@@ -143,4 +144,50 @@ func tail(s string) string {
 		return s[len(s)-2000:]
 	}
 	return s
+}
+
+// The IdP's callback is bound to the browser that started the login (its sealed IdP
+// leg is a cookie there): replayed in another browser it ends on an error page and
+// leaves the login alone, which then completes in its own browser; with a state that
+// is not the leg's, the app gets access_denied; and a callback is used once.
+func TestCallbackBoundToTheBrowser(t *testing.T) {
+	e := newEnv(t)
+	u, f := e.authorizeURL(url.Values{"idp_hint": {e.defaultIdP()}, "login_hint": {e.person().KVNR}})
+	mine := e.browser()
+	cb, status, body := mine.follow(u, e.srv.URL+federation.CallbackPath)
+	if cb == nil {
+		t.Fatalf("no callback (%d): %.200s", status, body)
+	}
+	// Another browser (an attacker who got hold of the callback URL).
+	if got, status, _ := e.browser().follow(cb.String(), e.app.redirect); got != nil || status != http.StatusBadRequest {
+		t.Fatalf("callback in another browser: %v %d, want an error page", got, status)
+	}
+	// A forged state in the right browser: the login ends with access_denied.
+	forged := *cb
+	q := forged.Query()
+	q.Set("state", "forged")
+	forged.RawQuery = q.Encode()
+	appCB, _, _ := mine.follow(forged.String(), e.app.redirect)
+	if appCB == nil || appCB.Query().Get("error") != "access_denied" || appCB.Query().Get("state") != f.state {
+		t.Fatalf("forged state: %v", appCB)
+	}
+
+	// A fresh login completes in its own browser even after a stranger replayed its
+	// callback, and its callback cannot be used twice.
+	u, f = e.authorizeURL(url.Values{"idp_hint": {e.defaultIdP()}, "login_hint": {e.person().KVNR}})
+	mine = e.browser()
+	cb, _, _ = mine.follow(u, e.srv.URL+federation.CallbackPath)
+	if got, status, _ := e.browser().follow(cb.String(), e.app.redirect); got != nil || status != http.StatusBadRequest {
+		t.Fatalf("callback in another browser: %v %d", got, status)
+	}
+	appCB, status, body = mine.follow(cb.String(), e.app.redirect)
+	if appCB == nil || appCB.Query().Get("code") == "" {
+		t.Fatalf("login after a stranger's replay: %v %d %.200s", appCB, status, body)
+	}
+	if code, tok := e.exchange(f, appCB.Query().Get("code")); code != http.StatusOK || tok["id_token"] == nil {
+		t.Fatalf("token: %d %v", code, tok)
+	}
+	if got, status, _ := mine.follow(cb.String(), e.app.redirect); got != nil || status != http.StatusBadRequest {
+		t.Fatalf("second use of the callback: %v %d", got, status)
+	}
 }
