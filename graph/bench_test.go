@@ -4,18 +4,15 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
-	"slices"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/azuma/mimoto/db"
+	"github.com/azuma/mimoto/internal/loadtest"
 )
 
 // BenchmarkDashboard measures the portal's heaviest read — the tenant with its apps
-// and usage — at concurrency 8 and 32: requests/s, p50/p99 and statements per
+// and usage — at concurrency 8 and 32: requests/s, p50/p99, CPU and statements per
 // request, with 10 apps.
 func BenchmarkDashboard(b *testing.B) {
 	for _, c := range []int{8, 32} {
@@ -35,74 +32,22 @@ func BenchmarkDashboard(b *testing.B) {
 				tr.(*http.Transport).MaxIdleConnsPerHost = 2 * c
 			}
 			client := &http.Client{Jar: owner.Jar, Transport: tr}
-			lat := make([]time.Duration, b.N)
-			next := make(chan int)
-			var (
-				wg    sync.WaitGroup
-				mu    sync.Mutex
-				first error
-			)
-			// Warm up: every connection of both pools prepares its statements once; the
-			// measurement is of the steady state.
-			var warm sync.WaitGroup
-			for w := 0; w < c; w++ {
-				warm.Add(1)
-				go func() {
-					defer warm.Done()
-					for i := 0; i < 5; i++ {
-						if resp, err := client.Post(p.srv.URL+"/graphql", "application/json", bytes.NewReader(body)); err == nil {
-							_, _ = io.Copy(io.Discard, resp.Body)
-							resp.Body.Close()
-						}
-					}
-				}()
-			}
-			warm.Wait()
-			hook.n.Store(0)
-			batched := db.DirectStatements()
-			b.ResetTimer()
-			start := time.Now()
-			for w := 0; w < c; w++ {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for i := range next {
-						t0 := time.Now()
-						resp, err := client.Post(p.srv.URL+"/graphql", "application/json", bytes.NewReader(body))
-						if err == nil {
-							var out gqlResponse
-							err = json.NewDecoder(resp.Body).Decode(&out)
-							_, _ = io.Copy(io.Discard, resp.Body)
-							resp.Body.Close()
-							if err == nil && len(out.Errors) > 0 {
-								err = fmt.Errorf("%s", out.Errors[0].Message)
-							}
-						}
-						lat[i] = time.Since(t0)
-						if err != nil {
-							mu.Lock()
-							if first == nil {
-								first = err
-							}
-							mu.Unlock()
-						}
-					}
-				}()
-			}
-			for i := 0; i < b.N; i++ {
-				next <- i
-			}
-			close(next)
-			wg.Wait()
-			elapsed := time.Since(start)
-			b.StopTimer()
-			if first != nil {
-				b.Fatal(first)
-			}
-			slices.Sort(lat)
-			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "req/s")
-			b.ReportMetric(float64(lat[b.N/2].Microseconds())/1000, "p50_ms")
-			b.ReportMetric(float64(lat[(b.N*99)/100].Microseconds())/1000, "p99_ms")
+			var batched int64
+			loadtest.Run(b, b.N, c, "req", func(int) error {
+				resp, err := client.Post(p.srv.URL+"/graphql", "application/json", bytes.NewReader(body))
+				if err != nil {
+					return err
+				}
+				defer resp.Body.Close()
+				var out gqlResponse
+				if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+					return err
+				}
+				if len(out.Errors) > 0 {
+					return fmt.Errorf("%s", out.Errors[0].Message)
+				}
+				return nil
+			}, func() { hook.n.Store(0); batched = db.DirectStatements() })
 			b.ReportMetric(float64(hook.n.Load()+db.DirectStatements()-batched)/float64(b.N), "queries/req")
 		})
 	}

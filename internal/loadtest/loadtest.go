@@ -29,11 +29,16 @@ func WarmOps(concurrency int) int { return 4 * concurrency }
 // Run executes WarmOps(concurrency) untimed operations (numbered n on), then n timed
 // ones (numbered 0..n-1) on concurrency workers, and reports unit/s, p50_ms, p99_ms,
 // cpu_us/op (this process: server, driver and anything else in it) and pg_cpu_us/op
-// (the PostgreSQL processes of this machine, when /proc shows them).
-func Run(b *testing.B, n, concurrency int, unit string, op Op) {
+// (the PostgreSQL processes of this machine, when /proc shows them). atStart, if
+// given, run after the warm-up, just before the timed operations (to reset counters
+// the caller reports on).
+func Run(b *testing.B, n, concurrency int, unit string, op Op, atStart ...func()) {
 	b.Helper()
 	if _, err := drive(n, WarmOps(concurrency), concurrency, op); err != nil {
 		b.Fatalf("warm-up: %v", err)
+	}
+	for _, f := range atStart {
+		f()
 	}
 	lat := make([]time.Duration, n)
 	stopProfile := profile(b)
