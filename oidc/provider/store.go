@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"sync/atomic"
 	"time"
 
@@ -296,48 +297,32 @@ func expiresAt(r fosite.Requester, t fosite.TokenType, fallback time.Duration) t
 
 // --- authorization codes: a state of the login transaction ---
 //
-// A code is stored in the login transaction that authenticated the person: its hash,
-// and the sealed request (with the PKCE challenge, without identity claims) beside
-// the sealed OIDC session (with them). The token request reads both; the statement
-// that stores its access token also redeems the code and wipes both payloads (state
-// redeemed), so the identity claims are deleted exactly when the tokens are issued,
-// and only if the code was still unredeemed at that moment.
+// A code is stored in the login transaction that authenticated the person: its hash
+// beside one sealed payload, the authorization request with the OIDC session (the
+// identity claims) and the form values both fosite handlers keep. The token request
+// redeems the code as it reads it: the same statement wipes the payload (state
+// redeemed), so the identity claims are deleted exactly when the code is used.
 
-// CreateAuthorizeCodeSession seals the code's request; the statement that stores it
-// is written by CreateOpenIDConnectSession, which fosite calls next in the same
-// request, so that the code and the claims are one row update.
+// CreateAuthorizeCodeSession notes the code; CreateOpenIDConnectSession, which fosite
+// calls next in the same request, writes it with the claims in one row update.
 func (st *Store) CreateAuthorizeCodeSession(ctx context.Context, signature string, r fosite.Requester) error {
 	txID, ok := ctx.Value(loginTxKey{}).(uuid.UUID)
 	scope := scopeFrom(ctx)
 	if !ok || scope == nil || !scope.atomic {
 		return errors.New("provider: authorization code outside a login transaction's completion")
 	}
-	c := r.GetClient().(*Client)
-	raw, err := json.Marshal(toStored(r, false))
-	if err != nil {
-		return err
-	}
-	sealed, version, err := st.seal(ctx, c.TenantID, codePlace(txID), raw)
-	if err != nil {
-		return err
-	}
-	scope.setIssue(&codeIssue{tx: txID, hash: hashKey(signature), sealed: sealed, version: version,
+	scope.setIssue(&codeIssue{tx: txID, hash: hashKey(signature), form: r.GetRequestForm(),
 		requestID: r.GetID(), expires: expiresAt(r, fosite.AuthorizeCode, time.Minute)})
 	return nil
 }
 
-// codeIssue is a code sealed by CreateAuthorizeCodeSession, waiting for its claims.
+// codeIssue is a code noted by CreateAuthorizeCodeSession, waiting for its claims.
 type codeIssue struct {
 	tx        uuid.UUID
 	hash      []byte
-	sealed    []byte
-	version   int
+	form      url.Values // the code handler's view of the request form (PKCE, redirect_uri)
 	requestID string
 	expires   time.Time
-}
-
-func codePlace(id uuid.UUID) keyring.Place {
-	return keyring.Place{Table: "login_transactions", Row: id.String(), Column: "code_payload"}
 }
 
 // GetAuthorizeCodeSession redeems the code as it reads it, in one round trip: the
@@ -361,11 +346,11 @@ func (st *Store) GetAuthorizeCodeSession(ctx context.Context, signature string, 
 		return m.req, nil
 	}
 	var (
-		id, usedID        uuid.UUID
-		reqID, usedReqID  string
-		codeRaw, claimRaw []byte
-		redeemed, used    bool
-		keys              *keyring.Keys
+		id, usedID       uuid.UUID
+		reqID, usedReqID string
+		payload          []byte
+		redeemed, used   bool
+		keys             *keyring.Keys
 	)
 	presenting, err := st.GetClient(ctx, scopeClientID(scope))
 	if err != nil {
@@ -377,19 +362,19 @@ func (st *Store) GetAuthorizeCodeSession(ctx context.Context, signature string, 
 			// The row lock makes concurrent redemptions of one code wait for the first;
 			// they then find it redeemed (the second statement) and revoke its token.
 			SQL: `WITH code AS (
-				SELECT id, code_payload, sealed_payload FROM login_transactions
+				SELECT id, sealed_payload FROM login_transactions
 				 WHERE code_hash = $1 AND app_id = $2 AND state = 'code_issued' AND expires_at > now()
 				   FOR UPDATE)
 			UPDATE login_transactions t
-			   SET state = 'redeemed', code_payload = NULL, sealed_payload = NULL,
+			   SET state = 'redeemed', sealed_payload = NULL,
 			       expires_at = greatest(t.expires_at, now() + $3::interval)
 			  FROM code WHERE t.id = code.id
-			RETURNING t.id, coalesce(t.request_id, ''), code.code_payload, code.sealed_payload`,
+			RETURNING t.id, coalesce(t.request_id, ''), code.sealed_payload`,
 			Args: []any{code, app, fmt.Sprintf("%d seconds", int(st.replayWindow.Seconds()))},
 			Scan: func(rows pgx.Rows) error {
 				if rows.Next() {
 					redeemed = true
-					return rows.Scan(&id, &reqID, &codeRaw, &claimRaw)
+					return rows.Scan(&id, &reqID, &payload)
 				}
 				return nil
 			}},
@@ -417,19 +402,31 @@ func (st *Store) GetAuthorizeCodeSession(ctx context.Context, signature string, 
 		return replayed, fosite.ErrInvalidatedAuthorizeCode
 	}
 	scope.setCode(id)
-	if codeRaw, err = keys.Open(codePlace(id), codeRaw); err != nil {
+	if payload, err = keys.Open(loginPlace(id), payload); err != nil {
 		return nil, err
 	}
-	if claimRaw, err = keys.Open(loginPlace(id), claimRaw); err != nil {
-		return nil, err
-	}
-	codeReq, err := st.decode(ctx, codeRaw)
+	oidcReq, err := st.decode(ctx, payload)
 	if err != nil {
 		return nil, err
 	}
-	oidcReq, err := st.decode(ctx, claimRaw)
-	if err != nil {
-		return nil, err
+	// The code's request is the same request without the identity claims (they go
+	// into the ID token only, from the OIDC session).
+	sess, ok := oidcReq.GetSession().(*Session)
+	if !ok {
+		return nil, errors.New("provider: the code's login transaction holds no session")
+	}
+	var codeReq fosite.Requester
+	switch r := oidcReq.(type) {
+	case *fosite.Request:
+		c := *r
+		c.Session = sess.withoutIdentity()
+		codeReq = &c
+	case *fosite.AuthorizeRequest:
+		c := *r
+		c.Session = sess.withoutIdentity()
+		codeReq = &c
+	default:
+		return nil, fmt.Errorf("provider: unexpected stored request %T", oidcReq)
 	}
 	scope.remember(kindCode, signature, memoEntry{req: codeReq, active: true})
 	scope.setOIDC(oidcReq)
@@ -550,9 +547,9 @@ func loginPlace(id uuid.UUID) keyring.Place {
 	return keyring.Place{Table: "login_transactions", Row: id.String(), Column: "sealed_payload"}
 }
 
-// CreateOpenIDConnectSession stores the code (sealed by CreateAuthorizeCodeSession)
-// and the claims of the login transaction that authenticated the person, sealed with
-// the tenant key, in one update.
+// CreateOpenIDConnectSession stores the code noted by CreateAuthorizeCodeSession and
+// the request with its claims, sealed with the tenant key, in one update of the
+// login transaction that authenticated the person.
 func (st *Store) CreateOpenIDConnectSession(ctx context.Context, _ string, r fosite.Requester) error {
 	txID, ok := ctx.Value(loginTxKey{}).(uuid.UUID)
 	scope := scopeFrom(ctx)
@@ -564,16 +561,22 @@ func (st *Store) CreateOpenIDConnectSession(ctx context.Context, _ string, r fos
 		return errors.New("provider: OIDC session without its authorization code")
 	}
 	c := r.GetClient().(*Client)
-	raw, err := json.Marshal(toStored(r, true))
+	sr := toStored(r, true)
+	// Each fosite handler kept its own whitelist of the form; one payload serves both.
+	form := url.Values{}
+	for _, f := range []url.Values{code.form, sr.Form} {
+		for k, v := range f {
+			form[k] = v
+		}
+	}
+	sr.Form = form
+	raw, err := json.Marshal(sr)
 	if err != nil {
 		return err
 	}
 	sealed, version, err := st.seal(ctx, c.TenantID, loginPlace(txID), raw)
 	if err != nil {
 		return err
-	}
-	if version != code.version {
-		return errKeyGone
 	}
 	var n int64
 	return st.write(ctx, func() error {
@@ -582,9 +585,9 @@ func (st *Store) CreateOpenIDConnectSession(ctx context.Context, _ string, r fos
 		}
 		return nil
 	}, db.Statement{SQL: `UPDATE login_transactions
-			SET state = 'code_issued', code_hash = $1, code_payload = $2, request_id = $3, expires_at = $4, sealed_payload = $5
-			WHERE id = $6 AND state = 'authenticated' AND ` + keyGuard(7, 8),
-		Args:     []any{code.hash, code.sealed, code.requestID, code.expires, sealed, txID, c.TenantID, version},
+			SET state = 'code_issued', code_hash = $1, request_id = $2, expires_at = $3, sealed_payload = $4
+			WHERE id = $5 AND state = 'authenticated' AND ` + keyGuard(6, 7),
+		Args:     []any{code.hash, code.requestID, code.expires, sealed, txID, c.TenantID, version},
 		Affected: &n})
 }
 
