@@ -33,7 +33,7 @@ func (b *Broker) callback(w http.ResponseWriter, r *http.Request) {
 		b.errorPage(w, http.StatusBadRequest)
 		return
 	}
-	clearUpstream(w)
+	b.clearUpstream(w)
 	txID := up.TransactionID
 	fail := func(rfc *fosite.RFC6749Error, reason error) {
 		b.fail(w, r, up.TenantID, up.AppID, txID, up.IdP, up.Started, rfc, reason)

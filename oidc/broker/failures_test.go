@@ -187,6 +187,11 @@ func TestCallbackBoundToTheBrowser(t *testing.T) {
 	if code, tok := e.exchange(f, appCB.Query().Get("code")); code != http.StatusOK || tok["id_token"] == nil {
 		t.Fatalf("token: %d %v", code, tok)
 	}
+	for _, c := range mine.client.Jar.Cookies(cb) {
+		if c.Name == "mimoto_idp" {
+			t.Fatalf("the IdP leg's cookie outlived its callback")
+		}
+	}
 	if got, status, _ := mine.follow(cb.String(), e.app.redirect); got != nil || status != http.StatusBadRequest {
 		t.Fatalf("second use of the callback: %v %d", got, status)
 	}

@@ -248,9 +248,11 @@ func (b *Broker) upstreamOf(r *http.Request) (upstream, bool) {
 	return up, true
 }
 
-// clearUpstream removes the IdP leg's cookie once the callback used it.
-func clearUpstream(w http.ResponseWriter) {
-	http.SetCookie(w, &http.Cookie{Name: upstreamCookie, Path: cookiePath, MaxAge: -1, HttpOnly: true})
+// clearUpstream removes the IdP leg's cookie once the callback used it (with the
+// attributes it was set with).
+func (b *Broker) clearUpstream(w http.ResponseWriter) {
+	http.SetCookie(w, &http.Cookie{Name: upstreamCookie, Path: cookiePath, MaxAge: -1, HttpOnly: true,
+		Secure: b.cfg.SecureCookies, SameSite: http.SameSiteLaxMode})
 }
 
 // callIdP POSTs a form to an IdP endpoint and classifies the outcome for the app: no
