@@ -93,7 +93,8 @@ func (b *Broker) callback(w http.ResponseWriter, r *http.Request) {
 	id.Record = []db.Statement{eventsStatement(up.TenantID, up.AppID, txID,
 		loginEvent{step: "authenticated", outcome: "ok", idp: up.IdP, acr: id.ACR, pseudonym: pseudonym,
 			subjectRef: deletion.SubjectRef(b.refKey, up.AppID, id.Subject), took: took})}
-	b.p.Complete(w, r, up.TenantID, txID, id)
+	b.p.Complete(w, r, provider.LoginRequest{TransactionID: txID, TenantID: up.TenantID, AppID: up.AppID,
+		ClientID: up.ClientID, Sealed: up.Request}, id)
 }
 
 // idTokenClaims are the checked claims; Extra holds all of them.

@@ -28,6 +28,7 @@ import (
 type upstream struct {
 	TransactionID uuid.UUID `json:"tx"`
 	State         string    `json:"state"`
+	Request       []byte    `json:"request"` // the app's request, sealed by the provider (LoginRequest.Sealed)
 	TenantID      uuid.UUID `json:"tenant_id"`
 	AppID         uuid.UUID `json:"app_id"`
 	ClientID      string    `json:"client_id"`
@@ -139,7 +140,7 @@ func (b *Broker) startUpstream(w http.ResponseWriter, r *http.Request, login pro
 		return
 	}
 	up := upstream{
-		TransactionID: login.TransactionID, State: randomToken(),
+		TransactionID: login.TransactionID, State: randomToken(), Request: login.Sealed,
 		TenantID: login.TenantID, AppID: login.AppID, ClientID: login.ClientID,
 		EntityID: b.cfg.Entities.EntityID(appKey), IdP: idpID,
 		Nonce: randomToken(), Verifier: randomToken(), ACR: requestedACR(login.ACRValues),

@@ -15,6 +15,7 @@ import (
 	"github.com/ory/fosite"
 
 	"github.com/azuma/mimoto/db"
+	"github.com/azuma/mimoto/db/keyring"
 )
 
 // authorize validates the app's authorization request (directly or through PAR),
@@ -77,6 +78,7 @@ func (p *Provider) authorize(w http.ResponseWriter, r *http.Request) {
 		IDPHint:       form.Get("idp_hint"),
 		Prompt:        form.Get("prompt"),
 		UILocales:     form.Get("ui_locales"),
+		Sealed:        start.sealed,
 		start:         start,
 	})
 }
@@ -103,19 +105,21 @@ func checkFAPI2(c *Client) error {
 }
 
 // Complete finishes a login transaction: it issues the authorization code with the
-// person's identity and redirects the browser back to the app. Claiming the login is
-// one round trip; the code, the claims and the authenticator's records are written
-// together in a second (an atomic scope).
-func (p *Provider) Complete(w http.ResponseWriter, r *http.Request, tenantID, txID uuid.UUID, id Identity) {
+// person's identity and redirects the browser back to the app. The authorization
+// request comes sealed with the login (LoginRequest.Sealed); the code, the claims and
+// the authenticator's records are written in one round trip, which completes the
+// login only while it is still open (so at most once).
+func (p *Provider) Complete(w http.ResponseWriter, r *http.Request, login LoginRequest, id Identity) {
 	ctx, scope := withScope(r.Context(), true)
-	if err := scope.bindTenant(tenantID); err != nil {
+	txID := login.TransactionID
+	if err := scope.bindTenant(login.TenantID); err != nil {
 		p.errorPage(w, r, http.StatusBadRequest, "invalid_request", "")
 		return
 	}
-	ar, err := p.claimLogin(ctx, txID)
+	ar, err := p.sealedLogin(ctx, login)
 	if err != nil {
 		p.logError(ctx, "completing login", err)
-		p.errorPage(w, r, http.StatusBadRequest, "invalid_request", "Der Anmeldevorgang ist abgelaufen oder wurde bereits abgeschlossen. / The login has expired or was already completed.")
+		p.errorPage(w, r, http.StatusBadRequest, "invalid_request", loginGone)
 		return
 	}
 	if id.Subject == "" {
@@ -156,6 +160,11 @@ func (p *Provider) Complete(w http.ResponseWriter, r *http.Request, tenantID, tx
 		return
 	}
 	if err := p.store.finish(ctx, scope, true); err != nil {
+		if isLoginNotOpen(err) {
+			p.logError(ctx, "completing login", err)
+			p.errorPage(w, r, http.StatusBadRequest, "invalid_request", loginGone)
+			return
+		}
 		p.authorizeError(ctx, w, r, ar, fosite.ErrServerError.WithWrap(err))
 		return
 	}
@@ -173,11 +182,37 @@ func (p *Provider) Fail(w http.ResponseWriter, r *http.Request, tenantID, txID u
 	}
 	ar, err := p.claimLogin(ctx, txID)
 	if err != nil {
-		p.errorPage(w, r, http.StatusBadRequest, "invalid_request", "Der Anmeldevorgang ist abgelaufen oder wurde bereits abgeschlossen. / The login has expired or was already completed.")
+		p.errorPage(w, r, http.StatusBadRequest, "invalid_request", loginGone)
 		return
 	}
 	_ = p.store.write(ctx, nil, db.Statement{SQL: `DELETE FROM login_transactions WHERE id = $1`, Args: []any{txID}})
 	p.authorizeError(ctx, w, r, ar, rfcErr)
+}
+
+// loginGone is the person's page text for a login that can no longer complete.
+const loginGone = "Der Anmeldevorgang ist abgelaufen oder wurde bereits abgeschlossen. / The login has expired or was already completed."
+
+// sealedLogin opens the authorization request a login carries (LoginRequest.Sealed)
+// with the tenant's keys.
+func (p *Provider) sealedLogin(ctx context.Context, login LoginRequest) (fosite.AuthorizeRequester, error) {
+	keys, err := p.store.ring.Recent(ctx, p.store.db, login.TenantID)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := keys.Open(loginPlace(login.TransactionID), login.Sealed)
+	if err != nil && !errors.Is(err, keyring.ErrKeyDestroyed) {
+		// Sealed with a key newer than this process's recent snapshot (rotated on
+		// another replica a moment ago): read the keys afresh, once.
+		p.store.ring.Forget(login.TenantID)
+		if keys, err = p.store.ring.Recent(ctx, p.store.db, login.TenantID); err != nil {
+			return nil, err
+		}
+		raw, err = keys.Open(loginPlace(login.TransactionID), login.Sealed)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("login transaction: %w", err)
+	}
+	return p.authorizeRequest(ctx, raw)
 }
 
 // claimLogin moves a started, unexpired login transaction to "authenticated" (so it
@@ -187,6 +222,11 @@ func (p *Provider) claimLogin(ctx context.Context, txID uuid.UUID) (fosite.Autho
 	if err != nil {
 		return nil, fmt.Errorf("login transaction: %w", err)
 	}
+	return p.authorizeRequest(ctx, payload)
+}
+
+// authorizeRequest decodes a login transaction's authorization request.
+func (p *Provider) authorizeRequest(ctx context.Context, payload []byte) (fosite.AuthorizeRequester, error) {
 	var sr storedRequest
 	if err := json.Unmarshal(payload, &sr); err != nil {
 		return nil, err

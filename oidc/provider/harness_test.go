@@ -50,7 +50,7 @@ func (a *testAuthenticator) Begin(w http.ResponseWriter, r *http.Request, login 
 		w.WriteHeader(http.StatusAccepted)
 		return
 	}
-	a.p.Complete(w, r, login.TenantID, login.TransactionID, provider.Identity{
+	a.p.Complete(w, r, login, provider.Identity{
 		Subject:  "pairwise-" + login.ClientID,
 		Claims:   a.claims,
 		ACR:      "gematik-ehealth-loa-high",

@@ -51,6 +51,10 @@ type LoginRequest struct {
 	IDPHint       string
 	Prompt        string
 	UILocales     string
+	// Sealed is the authorization request as the login transaction stores it, sealed
+	// with the tenant key (bound to the transaction). The authenticator carries it to
+	// Complete, which then needs no read of the transaction.
+	Sealed []byte
 
 	start *loginStart // the transaction's INSERT until Start sends it (not serialised)
 }

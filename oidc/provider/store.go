@@ -549,7 +549,9 @@ func loginPlace(id uuid.UUID) keyring.Place {
 
 // CreateOpenIDConnectSession stores the code noted by CreateAuthorizeCodeSession and
 // the request with its claims, sealed with the tenant key, in one update of the
-// login transaction that authenticated the person.
+// login transaction, which completes it: only while it is open (started and
+// unexpired), so a login completes at most once, and otherwise the whole batch fails
+// (isLoginNotOpen).
 func (st *Store) CreateOpenIDConnectSession(ctx context.Context, _ string, r fosite.Requester) error {
 	txID, ok := ctx.Value(loginTxKey{}).(uuid.UUID)
 	scope := scopeFrom(ctx)
@@ -584,11 +586,26 @@ func (st *Store) CreateOpenIDConnectSession(ctx context.Context, _ string, r fos
 			return errors.New("provider: login transaction not in state authenticated (or its key changed)")
 		}
 		return nil
-	}, db.Statement{SQL: `UPDATE login_transactions
-			SET state = 'code_issued', code_hash = $1, request_id = $2, expires_at = $3, sealed_payload = $4
-			WHERE id = $5 AND state = 'authenticated' AND ` + keyGuard(6, 7),
-		Args:     []any{code.hash, code.requestID, code.expires, sealed, txID, c.TenantID, version},
-		Affected: &n})
+	}, db.Statement{SQL: `WITH issued AS (
+			UPDATE login_transactions
+			   SET state = 'code_issued', code_hash = $1, request_id = $2, expires_at = $3, sealed_payload = $4
+			 WHERE id = $5 AND state = 'started' AND expires_at > now() AND ` + keyGuard(6, 7) + `
+			RETURNING 1)
+		SELECT mimoto_expect_rows(count(*), 1, 'open login transaction') FROM issued`,
+		Args: []any{code.hash, code.requestID, code.expires, sealed, txID, c.TenantID, version},
+		Scan: func(rows pgx.Rows) error {
+			for rows.Next() {
+				n++
+			}
+			return nil
+		}})
+}
+
+// isLoginNotOpen reports whether err is the refusal to complete a login that is no
+// longer open (completed before, failed, or expired): see mimoto_expect_rows.
+func isLoginNotOpen(err error) bool {
+	var pg *pgconn.PgError
+	return errors.As(err, &pg) && pg.Code == "MM001"
 }
 
 // GetOpenIDConnectSession returns the claims read when the code was redeemed in this
@@ -614,6 +631,7 @@ type loginStart struct {
 	tenant uuid.UUID
 	insert db.Statement
 	n      *int64
+	sealed []byte
 	done   atomic.Bool
 }
 
@@ -623,7 +641,7 @@ func (st *Store) openLogin(ctx context.Context, c *Client, txID uuid.UUID, raw [
 	if err != nil {
 		return nil, err
 	}
-	ls := &loginStart{st: st, tenant: c.TenantID, n: new(int64)}
+	ls := &loginStart{st: st, tenant: c.TenantID, n: new(int64), sealed: sealed}
 	ls.insert = db.Statement{
 		SQL: `INSERT INTO login_transactions (id, tenant_id, app_id, state, sealed_payload, expires_at)
 			SELECT $1, $2, $3, 'started', $4, now() + $5::interval WHERE ` + keyGuard(2, 6),
