@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"regexp"
 	"strconv"
+	"sync"
 	"time"
 )
 
@@ -129,6 +130,15 @@ func (p Person) withDefaults(now time.Time) Person {
 	return p
 }
 
+// berlin is German time, loaded once (LoadLocation reads the zone file each call).
+var berlin = sync.OnceValue(func() *time.Location {
+	loc, err := time.LoadLocation("Europe/Berlin")
+	if err != nil {
+		return time.UTC
+	}
+	return loc
+})
+
 // age is the completed years at now in German time; someone born on 29 February is a
 // year older from 1 March in common years.
 func age(birthdate string, now time.Time) int {
@@ -136,11 +146,7 @@ func age(birthdate string, now time.Time) int {
 	if err != nil {
 		return 0
 	}
-	loc, err := time.LoadLocation("Europe/Berlin")
-	if err != nil {
-		loc = time.UTC
-	}
-	n := now.In(loc)
+	n := now.In(berlin())
 	years := n.Year() - b.Year()
 	if n.Month() < b.Month() || (n.Month() == b.Month() && n.Day() < b.Day()) {
 		years--
