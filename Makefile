@@ -35,9 +35,10 @@ test: build vet node-deps
 
 # Load drivers run a fixed number of operations (a second of them would be mostly
 # warm-up: new connections preparing their statements); micro-benchmarks run by time.
+# -p 1: one package's benchmarks at a time (run side by side they measure each other).
 bench: build
-	DATABASE_URL="$(PG_URL)" $(GO) test -run '^$$' -bench . -benchmem -count=1 $$($(GO) list ./... | grep -v -e /oidc/provider$$ -e /oidc/broker$$ -e /graph$$)
-	DATABASE_URL="$(PG_URL)" $(GO) test -run '^$$' -bench . -benchmem -count=1 -benchtime 3000x -timeout 30m ./oidc/provider ./graph
+	DATABASE_URL="$(PG_URL)" $(GO) test -run '^$$' -bench . -benchmem -count=1 -p 1 $$($(GO) list ./... | grep -v -e /oidc/provider$$ -e /oidc/broker$$ -e /graph$$)
+	DATABASE_URL="$(PG_URL)" $(GO) test -run '^$$' -bench . -benchmem -count=1 -benchtime 3000x -timeout 30m -p 1 ./oidc/provider ./graph
 	DATABASE_URL="$(PG_URL)" $(GO) test -run '^$$' -bench . -benchmem -count=1 -benchtime 2000x -timeout 30m ./oidc/broker
 
 generate:
