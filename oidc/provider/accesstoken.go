@@ -139,14 +139,13 @@ func (st *Store) GetAccessTokenSession(ctx context.Context, token string, _ fosi
 		return nil, fosite.ErrNotFound
 	}
 	var (
-		keys             *keyring.Keys
-		found, redeemed  bool
-		revoked          bool
-		state            string
-		appID            uuid.UUID
-		tenantOfTheToken = s.tenant()
+		keys           *keyring.Keys
+		found, revoked bool
+		state          string
+		appID          uuid.UUID
+		tenant         = s.tenant() // the requesting client's: another tenant's token does not open
 	)
-	err := st.read(ctx, st.ring.SnapshotStatement(tenantOfTheToken, &keys), db.Statement{
+	err := st.read(ctx, st.ring.SnapshotStatement(tenant, &keys), db.Statement{
 		SQL:  `SELECT state, tokens_revoked, app_id FROM login_transactions WHERE id = $1`,
 		Args: []any{tx},
 		Scan: func(rows pgx.Rows) error {
@@ -159,8 +158,7 @@ func (st *Store) GetAccessTokenSession(ctx context.Context, token string, _ fosi
 	if err != nil {
 		return nil, err
 	}
-	redeemed = state == "redeemed"
-	if !found || !redeemed {
+	if !found || state != "redeemed" {
 		return nil, fosite.ErrNotFound
 	}
 	raw, err := keys.Open(accessPlace(tx), sealed)
@@ -181,7 +179,7 @@ func (st *Store) GetAccessTokenSession(ctx context.Context, token string, _ fosi
 	}
 	sess := newSession()
 	sess.Subject = g.Subject
-	sess.TenantID, sess.AppID = tenantOfTheToken, appID
+	sess.TenantID, sess.AppID = tenant, appID
 	sess.SetExpiresAt(fosite.AccessToken, time.Unix(g.Expires, 0))
 	return &fosite.Request{
 		ID:              g.RequestID,
