@@ -33,14 +33,18 @@ func (b *Broker) callback(w http.ResponseWriter, r *http.Request) {
 		b.errorPage(w, http.StatusBadRequest)
 		return
 	}
+	if subtle.ConstantTimeCompare([]byte(q.Get("state")), []byte(up.State)) != 1 {
+		// Not this browser's login (a forged link, or the callback of a login that
+		// another tab's login replaced): an error page, and the browser's own login
+		// goes on.
+		b.cfg.Logger.InfoContext(ctx, "GesundheitsID callback whose state is not this browser's IdP leg")
+		b.errorPage(w, http.StatusBadRequest)
+		return
+	}
 	b.clearUpstream(w)
 	txID := up.TransactionID
 	fail := func(rfc *fosite.RFC6749Error, reason error) {
 		b.fail(w, r, up.TenantID, up.AppID, txID, up.IdP, up.Started, rfc, reason)
-	}
-	if subtle.ConstantTimeCompare([]byte(q.Get("state")), []byte(up.State)) != 1 {
-		fail(fosite.ErrAccessDenied.WithHint("The login was not started in this browser."), errorf("callback state does not match the browser's IdP leg"))
-		return
 	}
 	if e := q.Get("error"); e != "" {
 		rfc := fosite.ErrAccessDenied.WithHint("The login at the identity provider was not completed.")

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/ory/fosite"
 
 	"github.com/azuma/mimoto/db"
@@ -28,7 +29,7 @@ import (
 type upstream struct {
 	TransactionID uuid.UUID `json:"tx"`
 	State         string    `json:"state"`
-	Request       []byte    `json:"request"` // the app's request, sealed by the provider (LoginRequest.Sealed)
+	Request       []byte    `json:"-"` // the app's request as the provider sealed it (LoginRequest.Sealed), beside the leg in the cookie
 	TenantID      uuid.UUID `json:"tenant_id"`
 	AppID         uuid.UUID `json:"app_id"`
 	ClientID      string    `json:"client_id"`
@@ -124,6 +125,11 @@ func (b *Broker) startUpstream(w http.ResponseWriter, r *http.Request, login pro
 	fail := func(rfc *fosite.RFC6749Error, reason error) {
 		b.failStart(w, r, login, idpID, started, rfc, reason)
 	}
+	if login.Started() && !b.loginOpen(ctx, login) {
+		// Chosen on a picker page after the login expired or ended: nothing to start.
+		b.errorPage(w, http.StatusBadRequest)
+		return
+	}
 	idp, err := b.cfg.Trust.Provider(ctx, idpID)
 	if err != nil {
 		fail(fosite.ErrTemporarilyUnavailable.WithHint("The identity provider cannot be trusted right now."), err)
@@ -196,6 +202,25 @@ func (b *Broker) startUpstream(w http.ResponseWriter, r *http.Request, login pro
 	http.Redirect(w, r, auth.String(), http.StatusSeeOther)
 }
 
+// loginOpen reports whether a started login is still open (not completed, failed or
+// expired).
+func (b *Broker) loginOpen(ctx context.Context, login provider.LoginRequest) bool {
+	var open bool
+	err := b.cfg.DB.TenantBatch(ctx, login.TenantID, db.Statement{
+		SQL:  `SELECT EXISTS (SELECT 1 FROM login_transactions WHERE id = $1 AND state = 'started' AND expires_at > now())`,
+		Args: []any{login.TransactionID},
+		Scan: func(rows pgx.Rows) error {
+			if rows.Next() {
+				return rows.Scan(&open)
+			}
+			return nil
+		}})
+	if err != nil {
+		b.cfg.Logger.ErrorContext(ctx, "checking a login", "error", err.Error())
+	}
+	return err == nil && open
+}
+
 func requestedACR(values []string) string {
 	if slices.Contains(values, telematik.ACRHigh) || !slices.Contains(values, telematik.ACRSubstantial) {
 		return telematik.ACRHigh
@@ -217,14 +242,24 @@ func upstreamScopes(app, supported []string) []string {
 	return out
 }
 
-// setUpstream seals the IdP leg into its cookie.
+// maxCookieValue keeps the IdP leg's cookie within what every browser stores (4096
+// bytes for name and value): a leg whose app request would not fit goes without it,
+// and the provider then reads the request from the login transaction.
+const maxCookieValue = 3800
+
+// setUpstream seals the IdP leg into its cookie: the leg sealed with the broker's
+// key, then the app's request as the provider sealed it (bound to the transaction).
 func (b *Broker) setUpstream(w http.ResponseWriter, up upstream) error {
 	raw, err := json.Marshal(up)
 	if err != nil {
 		return err
 	}
+	value := base64.RawURLEncoding.EncodeToString(b.refAEAD.Seal(nil, nil, raw, []byte("upstream-leg")))
+	if request := base64.RawURLEncoding.EncodeToString(up.Request); len(value)+1+len(request) <= maxCookieValue {
+		value += "." + request
+	}
 	http.SetCookie(w, &http.Cookie{
-		Name: upstreamCookie, Value: base64.RawURLEncoding.EncodeToString(b.refAEAD.Seal(nil, nil, raw, []byte("upstream-leg"))),
+		Name: upstreamCookie, Value: value,
 		Path: cookiePath, HttpOnly: true, Secure: b.cfg.SecureCookies, SameSite: http.SameSiteLaxMode, MaxAge: 900,
 	})
 	return nil
@@ -238,13 +273,17 @@ func (b *Broker) upstreamOf(r *http.Request) (upstream, bool) {
 	if err != nil || len(c.Value) > 8192 {
 		return up, false
 	}
-	sealed, err := base64.RawURLEncoding.DecodeString(c.Value)
+	leg, request, _ := strings.Cut(c.Value, ".")
+	sealed, err := base64.RawURLEncoding.DecodeString(leg)
 	if err != nil {
 		return up, false
 	}
 	raw, err := b.refAEAD.Open(nil, nil, sealed, []byte("upstream-leg"))
 	if err != nil || json.Unmarshal(raw, &up) != nil || up.TransactionID == uuid.Nil || up.State == "" {
 		return up, false
+	}
+	if up.Request, err = base64.RawURLEncoding.DecodeString(request); err != nil {
+		up.Request = nil // the provider reads it from the transaction
 	}
 	return up, true
 }

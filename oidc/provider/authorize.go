@@ -193,8 +193,16 @@ func (p *Provider) Fail(w http.ResponseWriter, r *http.Request, tenantID, txID u
 const loginGone = "Der Anmeldevorgang ist abgelaufen oder wurde bereits abgeschlossen. / The login has expired or was already completed."
 
 // sealedLogin opens the authorization request a login carries (LoginRequest.Sealed)
-// with the tenant's keys.
+// with the tenant's keys; a login that does not carry it (an authenticator may leave
+// it behind when it is too large to travel) reads it from its transaction.
 func (p *Provider) sealedLogin(ctx context.Context, login LoginRequest) (fosite.AuthorizeRequester, error) {
+	if len(login.Sealed) == 0 {
+		raw, err := p.store.openLoginRequest(ctx, login.TransactionID)
+		if err != nil {
+			return nil, fmt.Errorf("login transaction: %w", err)
+		}
+		return p.authorizeRequest(ctx, raw)
+	}
 	keys, err := p.store.ring.Recent(ctx, p.store.db, login.TenantID)
 	if err != nil {
 		return nil, err

@@ -57,3 +57,43 @@ func TestLoginCompletesOnceWhileOpen(t *testing.T) {
 		t.Fatalf("the expired login was completed")
 	}
 }
+
+// The login tables have no foreign keys: a replica that still caches a deleted app's
+// client (for up to ClientCacheTTL) must neither start, complete nor redeem logins of
+// that app.
+func TestDeletedAppGetsNothingFromACachedClient(t *testing.T) {
+	h := newHarnessWith(t, func(c *provider.Config) { c.ClientCacheTTL = time.Minute })
+	a := h.newApp(nil)
+	f := newFlow(a)
+	code := h.authorizeViaPAR(a, f).Query().Get("code") // the client is cached now
+	parked := newFlow(a)
+	h.auth.park = true
+	if resp := browse(t, h.issuer+"/authorize?"+parked.params.Encode()); resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("parked login answered %d", resp.StatusCode)
+	}
+	open := h.auth.last
+	h.auth.park = false
+
+	conn := h.ownerDB()
+	defer conn.Close()
+	if _, err := conn.Exec(`DELETE FROM apps WHERE client_id = $1`, a.clientID); err != nil {
+		t.Fatal(err)
+	}
+	if r := h.exchange(a, f, code); r.Status == http.StatusOK {
+		t.Fatalf("a deleted app redeemed its code: %v", r.Body)
+	}
+	rec := httptest.NewRecorder()
+	h.auth.p.Complete(rec, httptest.NewRequest(http.MethodGet, "/federation/callback", nil), open, provider.Identity{
+		Subject: "pairwise", ACR: "gematik-ehealth-loa-high", AuthTime: time.Now()})
+	if rec.Code != http.StatusBadRequest || rec.Header().Get("Location") != "" {
+		t.Fatalf("completing a deleted app's login: %d, Location %q", rec.Code, rec.Header().Get("Location"))
+	}
+	before := h.countRows("login_transactions", "true")
+	resp := browse(t, h.issuer+"/authorize?"+newFlow(a).params.Encode())
+	if resp.StatusCode/100 == 3 && resp.Header.Get("Location") != "" && h.countRows("login_transactions", "true") > before {
+		t.Fatalf("a deleted app started a login")
+	}
+	if n := h.countRows("login_transactions", "true"); n != before {
+		t.Fatalf("a deleted app's login transaction was stored (%d, was %d)", n, before)
+	}
+}

@@ -52,9 +52,10 @@ type LoginRequest struct {
 	Prompt        string
 	UILocales     string
 	// Sealed is the authorization request as the login transaction stores it, sealed
-	// with the tenant key (bound to the transaction). The authenticator carries it to
-	// Complete, which then needs no read of the transaction.
-	Sealed []byte
+	// with the tenant key (bound to the transaction). An authenticator may carry it to
+	// Complete, which then needs no read of the transaction; without it (it is not
+	// serialised, so it does not lengthen a picker page's URL) Complete reads it.
+	Sealed []byte `json:"-"`
 
 	start *loginStart // the transaction's INSERT until Start sends it (not serialised)
 }

@@ -2,6 +2,7 @@ package provider
 
 import (
 	"net/url"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -76,7 +77,7 @@ func toStored(r fosite.Requester, keepIdentity bool) *storedRequest {
 		GrantedScope:      r.GetGrantedScopes(),
 		RequestedAudience: r.GetRequestedAudience(),
 		GrantedAudience:   r.GetGrantedAudience(),
-		Form:              r.GetRequestForm(),
+		Form:              storableForm(r.GetRequestForm()),
 	}
 	if s, ok := r.GetSession().(*Session); ok && s != nil {
 		if keepIdentity {
@@ -137,4 +138,20 @@ func (sr *storedRequest) toRequest(c fosite.Client) (fosite.Requester, error) {
 		DefaultResponseMode:  fosite.ResponseModeType(sr.Authorize.DefaultResponseMode),
 		Request:              base,
 	}, nil
+}
+
+// clientCredentials are form parameters that authenticate the client: checked when
+// the request arrives, never stored with it (a pushed request's form would otherwise
+// carry its client assertion into the login transaction, and the broker's cookie).
+var clientCredentials = []string{"client_assertion", "client_assertion_type", "client_secret"}
+
+// storableForm is the request form without client credentials.
+func storableForm(f url.Values) url.Values {
+	out := make(url.Values, len(f))
+	for k, v := range f {
+		if !slices.Contains(clientCredentials, k) {
+			out[k] = v
+		}
+	}
+	return out
 }

@@ -364,7 +364,8 @@ func (st *Store) GetAuthorizeCodeSession(ctx context.Context, signature string, 
 			SQL: `WITH code AS (
 				SELECT id, sealed_payload FROM login_transactions
 				 WHERE code_hash = $1 AND app_id = $2 AND state = 'code_issued' AND expires_at > now()
-				   FOR UPDATE)
+				   AND EXISTS (SELECT 1 FROM apps WHERE id = $2)
+				   FOR UPDATE OF login_transactions)
 			UPDATE login_transactions t
 			   SET state = 'redeemed', sealed_payload = NULL,
 			       expires_at = greatest(t.expires_at, now() + $3::interval)
@@ -589,7 +590,8 @@ func (st *Store) CreateOpenIDConnectSession(ctx context.Context, _ string, r fos
 	}, db.Statement{SQL: `WITH issued AS (
 			UPDATE login_transactions
 			   SET state = 'code_issued', code_hash = $1, request_id = $2, expires_at = $3, sealed_payload = $4
-			 WHERE id = $5 AND state = 'started' AND expires_at > now() AND ` + keyGuard(6, 7) + `
+			 WHERE id = $5 AND state = 'started' AND expires_at > now()
+			   AND EXISTS (SELECT 1 FROM apps a WHERE a.id = login_transactions.app_id) AND ` + keyGuard(6, 7) + `
 			RETURNING 1)
 		SELECT mimoto_expect_rows(count(*), 1, 'open login transaction') FROM issued`,
 		Args: []any{code.hash, code.requestID, code.expires, sealed, txID, c.TenantID, version},
@@ -643,8 +645,10 @@ func (st *Store) openLogin(ctx context.Context, c *Client, txID uuid.UUID, raw [
 	}
 	ls := &loginStart{st: st, tenant: c.TenantID, n: new(int64), sealed: sealed}
 	ls.insert = db.Statement{
+		// The app must still exist (the table has no foreign key: migration …016).
 		SQL: `INSERT INTO login_transactions (id, tenant_id, app_id, state, sealed_payload, expires_at)
-			SELECT $1, $2, $3, 'started', $4, now() + $5::interval WHERE ` + keyGuard(2, 6),
+			SELECT $1, $2, $3, 'started', $4, now() + $5::interval
+			 WHERE EXISTS (SELECT 1 FROM apps WHERE id = $3) AND ` + keyGuard(2, 6),
 		Args:     []any{txID, c.TenantID, c.AppID, sealed, fmt.Sprintf("%d milliseconds", lifespan.Milliseconds()), version},
 		Affected: ls.n}
 	return ls, nil
@@ -654,7 +658,44 @@ func (ls *loginStart) run(ctx context.Context, records []db.Statement) error {
 	if err := ls.st.db.TenantBatch(ctx, ls.tenant, append([]db.Statement{ls.insert}, records...)...); err != nil {
 		return err
 	}
-	return ls.st.keyChecked(ls.tenant, *ls.n)
+	if *ls.n != 1 {
+		ls.st.ring.Forget(ls.tenant)
+		return errLoginNotStored
+	}
+	return nil
+}
+
+// errLoginNotStored: the login transaction's insert wrote nothing, because its app
+// was deleted meanwhile or the tenant's data key changed.
+var errLoginNotStored = errors.New("provider: login transaction not stored (app deleted or data key changed)")
+
+// openLoginRequest reads the authorization request of a started, unexpired login
+// transaction (without claiming it).
+func (st *Store) openLoginRequest(ctx context.Context, txID uuid.UUID) ([]byte, error) {
+	scope := scopeFrom(ctx)
+	var (
+		payload []byte
+		found   bool
+		keys    *keyring.Keys
+	)
+	err := st.read(ctx, st.ring.SnapshotStatement(scope.tenant(), &keys), db.Statement{
+		SQL:  `SELECT sealed_payload FROM login_transactions WHERE id = $1 AND state = 'started' AND expires_at > now()`,
+		Args: []any{txID},
+		Scan: func(rows pgx.Rows) error {
+			if rows.Next() {
+				found = true
+				return rows.Scan(&payload)
+			}
+			return nil
+		}})
+	if err != nil {
+		return nil, err
+	}
+	if !found {
+		return nil, sql.ErrNoRows
+	}
+	scope.setKeys(keys)
+	return keys.Open(loginPlace(txID), payload)
 }
 
 // claimLogin moves a started, unexpired login transaction to "authenticated" at
