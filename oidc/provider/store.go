@@ -672,35 +672,21 @@ var errLoginNotStored = errors.New("provider: login transaction not stored (app 
 // openLoginRequest reads the authorization request of a started, unexpired login
 // transaction (without claiming it).
 func (st *Store) openLoginRequest(ctx context.Context, txID uuid.UUID) ([]byte, error) {
-	scope := scopeFrom(ctx)
-	var (
-		payload []byte
-		found   bool
-		keys    *keyring.Keys
-	)
-	err := st.read(ctx, st.ring.SnapshotStatement(scope.tenant(), &keys), db.Statement{
-		SQL:  `SELECT sealed_payload FROM login_transactions WHERE id = $1 AND state = 'started' AND expires_at > now()`,
-		Args: []any{txID},
-		Scan: func(rows pgx.Rows) error {
-			if rows.Next() {
-				found = true
-				return rows.Scan(&payload)
-			}
-			return nil
-		}})
-	if err != nil {
-		return nil, err
-	}
-	if !found {
-		return nil, sql.ErrNoRows
-	}
-	scope.setKeys(keys)
-	return keys.Open(loginPlace(txID), payload)
+	return st.loginPayload(ctx, txID, `SELECT sealed_payload FROM login_transactions
+		WHERE id = $1 AND state = 'started' AND expires_at > now()`)
 }
 
 // claimLogin moves a started, unexpired login transaction to "authenticated" at
 // once (so it completes at most once) and returns its opened request payload.
 func (st *Store) claimLogin(ctx context.Context, txID uuid.UUID) ([]byte, error) {
+	return st.loginPayload(ctx, txID, `UPDATE login_transactions SET state = 'authenticated'
+		WHERE id = $1 AND state = 'started' AND expires_at > now()
+		RETURNING sealed_payload`)
+}
+
+// loginPayload runs query (which selects one login transaction's sealed_payload by
+// $1) with the tenant's keys in one round trip and opens the payload.
+func (st *Store) loginPayload(ctx context.Context, txID uuid.UUID, query string) ([]byte, error) {
 	scope := scopeFrom(ctx)
 	var (
 		payload []byte
@@ -708,10 +694,7 @@ func (st *Store) claimLogin(ctx context.Context, txID uuid.UUID) ([]byte, error)
 		keys    *keyring.Keys
 	)
 	err := st.read(ctx, st.ring.SnapshotStatement(scope.tenant(), &keys), db.Statement{
-		SQL: `UPDATE login_transactions SET state = 'authenticated'
-			WHERE id = $1 AND state = 'started' AND expires_at > now()
-			RETURNING sealed_payload`,
-		Args: []any{txID},
+		SQL: query, Args: []any{txID},
 		Scan: func(rows pgx.Rows) error {
 			if rows.Next() {
 				found = true
