@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"sync"
 	"time"
+	_ "time/tzdata" // German time for the test persons' age claim, on any machine
 )
 
 // Authentication methods (amr values) of the GesundheitsID. A person logs in with one
@@ -130,11 +131,12 @@ func (p Person) withDefaults(now time.Time) Person {
 	return p
 }
 
-// berlin is German time, loaded once (LoadLocation reads the zone file each call).
+// berlin is German time, loaded once (LoadLocation reads the zone file each call);
+// the zone data is embedded (time/tzdata), so it loads on any machine.
 var berlin = sync.OnceValue(func() *time.Location {
 	loc, err := time.LoadLocation("Europe/Berlin")
 	if err != nil {
-		return time.UTC
+		panic("fedsim: Europe/Berlin missing from the embedded zone data: " + err.Error())
 	}
 	return loc
 })
